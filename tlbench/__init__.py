@@ -1,0 +1,3 @@
+"""tlbench: transfer-learning benchmarks on images."""
+
+__version__ = "0.1.0"

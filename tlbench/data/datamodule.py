@@ -1,0 +1,102 @@
+"""TransferDataModule: train / val (optional) / test of a registered dataset, with the model's transform."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tlbench.data.registry import DatasetSplits, build_dataset
+from tlbench.data.samples import ImageSamples, SubsetSamples
+from tlbench.data.splits import stratified_split
+from tlbench.errors import ImageDecodeError
+
+
+class TransformedSplit(Dataset):
+    """Applies the transform and carries the dataset index with every sample.
+
+    A file that cannot be decoded yields a zero image with ok=False: the extractor drops it and
+    the run lists it, instead of crashing hours into a job.
+    """
+
+    def __init__(self, samples: ImageSamples, transform: Callable, input_size: tuple[int, ...]):
+        self.samples = samples
+        self.transform = transform
+        self.input_size = tuple(input_size)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        label = int(self.samples.labels[index])
+        try:
+            image = self.transform(self.samples.load(index))
+            ok = True
+        except ImageDecodeError:
+            image, ok = torch.zeros(self.input_size), False
+        return {"image": image, "label": label, "index": index, "ok": ok}
+
+
+class TransferDataModule(pl.LightningDataModule):
+    """Builds the splits at construction (cheap: images load lazily) so their sizes and
+    fingerprints are known before any forward pass."""
+
+    def __init__(
+        self,
+        name: str,
+        transform: Callable,
+        input_size: tuple[int, ...],
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.0,
+        val_seed: int = 0,
+        **params: Any,
+    ) -> None:
+        super().__init__()
+        self.dataset: DatasetSplits = build_dataset(name, **params)
+        self.transform = transform
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        if val_fraction and "val" not in self.dataset.splits:
+            train = self.dataset.splits["train"]
+            kept, held = stratified_split(train.labels, val_fraction, val_seed, what="validation holdout")
+            self.dataset.splits["train"] = SubsetSamples(train, kept)
+            self.dataset.splits["val"] = SubsetSamples(train, held)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    @property
+    def split_names(self) -> list[str]:
+        return [s for s in ("train", "val", "test") if s in self.dataset.splits]
+
+    def split_sizes(self) -> dict[str, int]:
+        return {s: len(self.dataset.splits[s]) for s in self.split_names}
+
+    def loader(self, split: str) -> DataLoader:
+        dataset = TransformedSplit(self.dataset.splits[split], self.transform, self.input_size)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [self.loader(split) for split in self.split_names]

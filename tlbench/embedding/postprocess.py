@@ -1,0 +1,84 @@
+"""Post-processing of extracted features, always fitted on the train split only.
+
+`last_layer` standardizes; `fne` (Full-Network Embedding) standardizes and then discretizes each
+feature to {-1, 0, 1}: x > 0.15 -> 1, x < -0.25 -> -1, otherwise 0 (Garcia-Gasulla et al. 2018).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Standardizer:
+    """Per-feature z-score with population std (ddof=0); a constant feature becomes 0, as in the
+    original FNE code (no epsilon)."""
+
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    def fit(self, features: np.ndarray) -> Standardizer:
+        data = features.astype(np.float64, copy=False)
+        self.mean = data.mean(axis=0)
+        self.std = data.std(axis=0)
+        return self
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        if self.mean is None or self.std is None:
+            raise RuntimeError("Standardizer.transform before fit")
+        centered = features.astype(np.float64) - self.mean
+        out = np.zeros_like(centered)
+        np.divide(centered, self.std, out=out, where=self.std != 0)
+        return out.astype(np.float32)
+
+
+def discretize(standardized: np.ndarray, negative: float = -0.25, positive: float = 0.15) -> np.ndarray:
+    """{-1, 0, 1} as int8: above `positive` -> 1, below `negative` -> -1, both bounds map to 0."""
+    if negative > positive:
+        raise ValueError(f"discretization thresholds must satisfy negative <= positive, got {negative} > {positive}")
+    out = np.zeros(standardized.shape, dtype=np.int8)
+    out[standardized > positive] = 1
+    out[standardized < negative] = -1
+    return out
+
+
+@dataclass
+class FeaturePostprocess:
+    """What a strategy does to features between extraction and the classifier."""
+
+    standardize: bool = True
+    discretize: bool = False
+    negative: float = -0.25
+    positive: float = 0.15
+
+    def __post_init__(self) -> None:
+        self.standardizer = Standardizer()
+
+    def fit(self, train: np.ndarray) -> FeaturePostprocess:
+        if self.standardize:
+            self.standardizer.fit(train)
+        return self
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        out = self.standardizer.transform(features) if self.standardize else features
+        if self.discretize:
+            out = discretize(out, self.negative, self.positive)
+        return out
+
+    def describe(self, train_transformed: np.ndarray | None = None) -> dict:
+        info: dict = {
+            "standardize": self.standardize,
+            "statistics": "train split, population std; zero-std features -> 0" if self.standardize else None,
+            "discretize": self.discretize,
+        }
+        if self.discretize:
+            info["thresholds"] = {"negative": self.negative, "positive": self.positive}
+            if train_transformed is not None:
+                values, counts = np.unique(train_transformed, return_counts=True)
+                total = counts.sum()
+                info["train_value_fractions"] = {str(int(v)): round(float(c / total), 4) for v, c in zip(values, counts)}
+        if self.standardize and self.standardizer.std is not None:
+            info["constant_features"] = int((self.standardizer.std == 0).sum())
+        return info

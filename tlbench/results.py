@@ -1,0 +1,83 @@
+"""The result record every run ends with: results.json in the run directory and a console table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class Result:
+    dataset: str
+    model: str
+    strategy: str
+    headline_metric: str  # "top1" or "mean_per_class": the dataset's default
+    metrics: dict[str, dict[str, float]]  # split -> {"top1": ..., "mean_per_class": ...}
+    feature_dim: int
+    split_sizes: dict[str, int]  # images listed per split
+    num_classes: int
+    timings: dict[str, float]  # seconds: extract, fit, evaluate, total
+    cache: dict[str, str]  # split -> "hit" or "miss"
+    skipped_files: dict[str, list[str]]  # split -> images that could not be decoded
+    seed: int
+    backbone: dict[str, Any]
+    taps: list[str]
+    postprocess: dict[str, Any]
+    classifier: dict[str, Any]
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    run_dir: str = ""
+    layout: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def headline(self) -> float:
+        return self.metrics["test"][self.headline_metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def write_results(result: Result, run_dir: str | Path) -> Path:
+    path = Path(run_dir) / RESULTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    tmp.replace(path)
+    return path
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    return json.loads(path.read_text())
+
+
+def print_summary(result: Result, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"tlbench · {result.dataset} · {result.model} · {result.strategy}")
+    for column in ("split", "images", "top-1 %", "mean per-class %"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for split, values in result.metrics.items():
+        table.add_row(
+            split,
+            str(result.split_sizes.get(split, "")),
+            f"{100 * values['top1']:.2f}",
+            f"{100 * values['mean_per_class']:.2f}",
+        )
+    console.print(table)
+    cache = ", ".join(f"{s} {v}" for s, v in result.cache.items())
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    skipped = sum(len(v) for v in result.skipped_files.values())
+    console.print(
+        f"features: {result.feature_dim} dims from {len(result.taps)} taps · cache: {cache} · {times}"
+        + (f" · [yellow]{skipped} unreadable images skipped (listed in results.json)[/yellow]" if skipped else "")
+    )
+    console.print(f"results: {Path(result.run_dir) / RESULTS_FILE}")

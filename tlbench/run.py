@@ -1,0 +1,191 @@
+"""run(cfg) -> Result: the one place that wires data, backbone, extraction, post-processing and the
+classifier. Every component gets plain arguments; only this module reads the composed config."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from tlbench.data import TransferDataModule
+from tlbench.data.transforms import eval_transform
+from tlbench.embedding.extractor import FeatureExtractor, assemble
+from tlbench.embedding.postprocess import FeaturePostprocess
+from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key
+from tlbench.errors import ConfigError, DatasetError
+from tlbench.metrics import classification_metrics
+from tlbench.models import create_backbone, resolve_taps
+from tlbench.models.taps import VGG16_FNE_DIM
+from tlbench.provenance import provenance
+from tlbench.results import Result, write_results
+
+log = logging.getLogger(__name__)
+
+EXTRACTION_STRATEGIES = ("last_layer", "fne")
+# Dataset config keys that configure loading; the rest are the dataset builder's parameters.
+LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed")
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> Result:
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    strategy = cfg.strategy.name
+    if strategy not in EXTRACTION_STRATEGIES:
+        raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(EXTRACTION_STRATEGIES)}")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    backbone = create_backbone(
+        name=cfg.model.name,
+        source=cfg.model.source,
+        pretrained=cfg.model.pretrained,
+        weights=cfg.model.weights,
+        download=cfg.model.download,
+        head=cfg.model.head,
+        data_config=OmegaConf.to_container(cfg.model.data_config, resolve=True),
+    )
+    transform = eval_transform(backbone.data_config)
+    data_cfg: dict[str, Any] = OmegaConf.to_container(cfg.dataset, resolve=True)  # type: ignore[assignment]
+    name = data_cfg.pop("name")
+    loader_args = {k: data_cfg.pop(k) for k in LOADER_KEYS if k in data_cfg}
+    datamodule = TransferDataModule(
+        name, transform=transform, input_size=backbone.data_config["input_size"], **loader_args, **data_cfg
+    )
+    taps_spec = OmegaConf.to_container(cfg.strategy.taps) if OmegaConf.is_list(cfg.strategy.taps) else cfg.strategy.taps
+    taps = resolve_taps(backbone.model, taps_spec, backbone.head)
+    log.info("%s (%s, weights %s): %d taps", backbone.name, backbone.source, backbone.weights_id, len(taps))
+
+    # --- extraction (cached) ---
+    t0 = time.perf_counter()
+    store = FeatureStore(cfg.paths.cache_dir)
+    trainer = None
+    features: dict[str, FeatureSet] = {}
+    cache: dict[str, str] = {}
+    for split in datamodule.split_names:
+        samples = datamodule.dataset.splits[split]
+        key = cache_key(
+            backbone=backbone.name,
+            source=backbone.source,
+            weights=backbone.weights_id,
+            taps=[str(t) for t in taps],
+            transform=repr(transform),
+            dataset=name,
+            dataset_params=datamodule.dataset.params,
+            split=split,
+            content=samples.fingerprint(),
+        )
+        stored = store.load(key) if cfg.cache else None
+        if stored is not None:
+            log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(key))
+            features[split], cache[split] = stored, "hit"
+            continue
+        log.info("extracting %s/%s: %d images", name, split, len(samples))
+        if trainer is None:
+            trainer = instantiate(cfg.trainer)
+        extractor = FeatureExtractor(backbone.model, taps)
+        outputs = trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=True)
+        features[split] = assemble(outputs, extractor.layout)
+        cache[split] = "miss"
+        if cfg.cache:
+            store.save(key, features[split], {"backbone": backbone.describe(), "split": split, "dataset": name})
+    extract_s = time.perf_counter() - t0
+
+    skipped = {
+        split: [samples_describe for samples_describe in (datamodule.dataset.splits[split].describe(i) for i in fs.skipped)]
+        for split, fs in features.items()
+        if fs.skipped
+    }
+    for split, files in skipped.items():
+        log.warning("%d unreadable images skipped in %s: %s", len(files), split, ", ".join(files[:5]))
+    train = features["train"]
+    if len(train.labels) == 0:
+        raise DatasetError(f"no readable training image in {name}; see the skipped files above")
+    if "vgg16_fne" in (taps_spec if isinstance(taps_spec, list) else [taps_spec]) and train.dim != VGG16_FNE_DIM:
+        raise RuntimeError(f"VGG16 FNE must have {VGG16_FNE_DIM} dimensions, got {train.dim}")
+    _check_classes_seen(features, datamodule.classes)
+
+    # --- post-processing and classifier ---
+    t0 = time.perf_counter()
+    post = FeaturePostprocess(**OmegaConf.to_container(cfg.strategy.postprocess, resolve=True)).fit(train.features)
+    train_x = post.transform(train.features)
+    classifier = instantiate(cfg.classifier)
+    classifier.fit(train_x, train.labels)
+    fit_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    metrics = {}
+    for split in (s for s in ("val", "test") if s in features):
+        predictions = classifier.predict(post.transform(features[split].features))
+        metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
+    evaluate_s = time.perf_counter() - t0
+
+    result = Result(
+        dataset=name,
+        model=backbone.name,
+        strategy=strategy,
+        headline_metric=datamodule.dataset.metric,
+        metrics=metrics,
+        feature_dim=train.dim,
+        split_sizes=datamodule.split_sizes(),
+        num_classes=len(datamodule.classes),
+        timings={
+            "extract": round(extract_s, 3),
+            "fit": round(fit_s, 3),
+            "evaluate": round(evaluate_s, 3),
+            "total": round(time.perf_counter() - started, 3),
+        },
+        cache=cache,
+        skipped_files=skipped,
+        seed=int(cfg.seed),
+        backbone=backbone.describe(),
+        taps=[str(t) for t in taps],
+        postprocess=post.describe(train_x),
+        classifier=classifier.describe(),
+        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        provenance=provenance(),
+        run_dir=str(run_dir),
+        layout=train.layout,
+    )
+    write_results(result, run_dir)
+    _log_to_logger(cfg, result)
+    return result
+
+
+def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str]) -> None:
+    seen = set(np.unique(features["train"].labels).tolist())
+    for split, fs in features.items():
+        unseen = sorted(set(np.unique(fs.labels).tolist()) - seen)
+        if unseen:
+            raise DatasetError(
+                f"the {split} split has classes with no (readable) training image: {[classes[i] for i in unseen]}. "
+                "Add training images for them or remove them from the evaluation split."
+            )
+
+
+def _log_to_logger(cfg: DictConfig, result: Result) -> None:
+    if cfg.get("logger") is None:
+        return
+    logger = instantiate(cfg.logger)
+    logger.log_hyperparams(_flatten(result.config))
+    values = {f"{split}/{k}": v for split, m in result.metrics.items() for k, v in m.items()}
+    values.update({f"time/{k}": v for k, v in result.timings.items()})
+    values["feature_dim"] = result.feature_dim
+    logger.log_metrics(values, step=0)
+    logger.save()
+    logger.finalize("success")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
