@@ -96,7 +96,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     extract_s = time.perf_counter() - t0
 
     skipped = {
-        split: [samples_describe for samples_describe in (datamodule.dataset.splits[split].describe(i) for i in fs.skipped)]
+        split: [datamodule.dataset.splits[split].describe(i) for i in fs.skipped]
         for split, fs in features.items()
         if fs.skipped
     }

@@ -44,16 +44,12 @@ def available_datasets() -> list[str]:
 def build_dataset(name: str, **params) -> DatasetSplits:
     """Build a registered dataset; an unknown name or parameter is a ConfigError listing the options."""
     if name not in _REGISTRY:
-        raise ConfigError(
-            f"unknown dataset {name!r}; available: {', '.join(available_datasets())}"
-        )
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
     builder = _REGISTRY[name]
     accepted = inspect.signature(builder).parameters
     unknown = sorted(set(params) - set(accepted))
     if unknown:
-        raise ConfigError(
-            f"dataset {name!r} does not take {unknown}; its parameters are {sorted(accepted)}"
-        )
+        raise ConfigError(f"dataset {name!r} does not take {unknown}; its parameters are {sorted(accepted)}")
     splits = builder(**params)
     splits.params = dict(params)
     return splits

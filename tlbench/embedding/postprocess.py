@@ -78,7 +78,9 @@ class FeaturePostprocess:
             if train_transformed is not None:
                 values, counts = np.unique(train_transformed, return_counts=True)
                 total = counts.sum()
-                info["train_value_fractions"] = {str(int(v)): round(float(c / total), 4) for v, c in zip(values, counts)}
+                info["train_value_fractions"] = {
+                    str(int(v)): round(float(c / total), 4) for v, c in zip(values, counts)
+                }
         if self.standardize and self.standardizer.std is not None:
             info["constant_features"] = int((self.standardizer.std == 0).sum())
         return info

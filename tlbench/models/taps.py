@@ -16,6 +16,7 @@ Anything else is read as a comma-free module name (`features.29`, `blocks.6`), o
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from torch import nn
 from tlbench.errors import ConfigError
 
 VGG16_CONV_RELUS = (1, 3, 6, 8, 11, 13, 15, 18, 20, 22, 25, 27, 29)
-VGG16_FNE = tuple(f"features.{i}" for i in VGG16_CONV_RELUS) + ("classifier.1", "classifier.4")
+VGG16_FNE = (*(f"features.{i}" for i in VGG16_CONV_RELUS), "classifier.1", "classifier.4")
 VGG16_FNE_DIM = 12_416
 
 NAMED_PRESETS: dict[str, tuple[str, ...]] = {
@@ -108,7 +109,7 @@ def _activation_taps(model: nn.Module, head: str) -> list[Tap]:
 
 def _unknown_module_message(name: str, modules: dict[str, nn.Module]) -> str:
     names = [n for n in modules if n]
-    close = [n for n in names if name and (name in n or n.endswith(name.split(".")[-1]))][:10]
+    close = difflib.get_close_matches(name, names, n=8, cutoff=0.6)
     return (
         f"unknown tap {name!r}: not a preset ({', '.join(presets())}) and not a module of this model. "
         + (f"Similar modules: {', '.join(close)}. " if close else "")

@@ -57,7 +57,7 @@ def _is_tensor_dict(state: Mapping) -> bool:
     return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+def strip_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
     """Remove DDP/Lightning wrapper prefixes when that makes the keys match the model."""
     for prefix in _PREFIXES:
         if all(k.startswith(prefix) for k in state):
@@ -70,7 +70,7 @@ def _strip_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[
 def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load `state` strictly; any missing, unexpected or mis-shaped key is a WeightsError naming them."""
     own = model.state_dict()
-    state = _strip_prefixes(state, set(own))
+    state = strip_prefixes(state, set(own))
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [
@@ -79,6 +79,7 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], source: str)
         if k in state and state[k].shape != own[k].shape
     ]
     if missing or unexpected or shapes:
+
         def show(items: list[str]) -> str:
             return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
 
@@ -121,9 +122,7 @@ def assert_trained(model: nn.Module, source: str) -> None:
     norms = [m for m in norms if m.running_mean is not None]
     if not norms:
         return
-    untouched = sum(
-        bool(torch.all(m.running_mean == 0) and torch.all(m.running_var == 1)) for m in norms
-    )
+    untouched = sum(bool(torch.all(m.running_mean == 0) and torch.all(m.running_var == 1)) for m in norms)
     if untouched > len(norms) // 2:
         raise WeightsError(
             f"{source}: {untouched} of {len(norms)} BatchNorm layers hold initial statistics; "

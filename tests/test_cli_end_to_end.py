@@ -1,0 +1,82 @@
+"""The real default job through the CLI: FNE on digits with packaged ImageNet weights, offline.
+
+The runs share one feature cache (module scope), in order: first run (extracts), rerun (cache
+hit), last_layer baseline, then a local multirun that reuses both extractions.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from conftest import read_json, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir):
+    proc = run_cli(workdir, "hydra.run.dir=" + str(workdir / "run1"))
+    return proc, read_json(workdir / "run1" / "results.json")
+
+
+def test_default_job_is_fne_on_digits_and_accurate(first_run, workdir):
+    proc, result = first_run
+    assert (result["dataset"], result["model"], result["strategy"]) == ("digits", "efficientnet_lite0", "fne")
+    assert result["metrics"]["test"]["top1"] >= 0.97
+    assert result["metrics"]["test"]["mean_per_class"] >= 0.97
+    assert result["split_sizes"] == {"train": 1257, "test": 540}
+    assert result["cache"] == {"train": "miss", "test": "miss"}
+    assert result["feature_dim"] == sum(d for _, d in result["layout"]) > 10_000
+    assert result["postprocess"]["discretize"] is True
+    assert result["postprocess"]["thresholds"] == {"negative": -0.25, "positive": 0.15}
+    assert set(result["postprocess"]["train_value_fractions"]) == {"-1", "0", "1"}
+    assert result["classifier"]["C"] == 1.0
+    assert result["backbone"]["weights_id"].startswith("sha256:")
+    assert set(result["timings"]) == {"extract", "fit", "evaluate", "total"}
+    assert result["skipped_files"] == {}
+    assert result["config"]["dataset"]["name"] == "digits"
+    assert result["provenance"]["packages"]["torch"]
+    assert result["provenance"]["host"]["hostname"]
+    assert "commit" in result["provenance"]["git"]
+    # the console table and the CSV logger
+    assert "top-1 %" in proc.stdout and "digits" in proc.stdout
+    rows = list(csv.DictReader((workdir / "run1" / "csv" / "metrics.csv").open()))
+    assert float(rows[-1]["test/top1"]) == pytest.approx(result["metrics"]["test"]["top1"])
+
+
+def test_rerun_hits_the_cache_with_identical_numbers(first_run, workdir):
+    _, first = first_run
+    proc = run_cli(workdir, "hydra.run.dir=" + str(workdir / "run2"))
+    second = read_json(workdir / "run2" / "results.json")
+    assert second["cache"] == {"train": "hit", "test": "hit"}
+    assert "cache hit" in proc.stdout + proc.stderr
+    assert second["metrics"] == first["metrics"]
+    assert second["timings"]["extract"] < first["timings"]["extract"] / 5
+
+
+def test_last_layer_baseline_is_clearly_below_fne(first_run, workdir):
+    _, fne = first_run
+    run_cli(workdir, "strategy=last_layer", "hydra.run.dir=" + str(workdir / "run3"))
+    last = read_json(workdir / "run3" / "results.json")
+    assert last["strategy"] == "last_layer"
+    assert last["taps"] == ["classifier:input"]
+    assert last["feature_dim"] == 1280
+    assert last["metrics"]["test"]["top1"] < fne["metrics"]["test"]["top1"] - 0.03
+
+
+def test_local_multirun_sweeps_strategy_and_C_reusing_extractions(first_run, workdir):
+    sweep = workdir / "sweep"
+    run_cli(workdir, "-m", "strategy=last_layer,fne", "classifier.C=0.1,10", f"hydra.sweep.dir={sweep}")
+    results = [read_json(p) for p in sorted(sweep.glob("*/results.json"))]
+    assert len(results) == 4
+    assert sorted((r["strategy"], r["classifier"]["C"]) for r in results) == [
+        ("fne", 0.1), ("fne", 10.0), ("last_layer", 0.1), ("last_layer", 10.0),
+    ]  # fmt: skip
+    assert all(r["cache"] == {"train": "hit", "test": "hit"} for r in results)

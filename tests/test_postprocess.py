@@ -1,0 +1,65 @@
+"""FNE post-processing: train-only standardization and the {-1, 0, 1} discretization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tlbench.embedding.postprocess import FeaturePostprocess, Standardizer, discretize
+
+
+def test_standardizer_uses_population_std_of_train_only():
+    train = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 4.0], [5.0, 5.0, 9.0]], dtype=np.float32)
+    test = np.array([[100.0, 7.0, -3.0]], dtype=np.float32)
+    scaler = Standardizer().fit(train)
+    np.testing.assert_allclose(scaler.mean, train.mean(axis=0))
+    np.testing.assert_allclose(scaler.std, train.std(axis=0, ddof=0))
+    out = scaler.transform(test)
+    # test statistics must not leak: the value is relative to the train mean/std
+    assert out[0, 0] == pytest.approx((100.0 - 3.0) / np.std([1, 3, 5]))
+    assert out[0, 1] == 0.0  # zero-std feature becomes 0, not inf/nan
+    assert np.isfinite(out).all()
+    assert out.dtype == np.float32
+
+
+def test_standardized_train_has_zero_mean_unit_std():
+    rng = np.random.default_rng(0)
+    train = rng.normal(3, 7, size=(200, 5)).astype(np.float32)
+    z = Standardizer().fit(train).transform(train)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-5)
+
+
+def test_discretize_at_and_around_thresholds():
+    x = np.array([-1.0, -0.2501, -0.25, -0.2499, 0.0, 0.1499, 0.15, 0.1501, 2.0])
+    out = discretize(x, negative=-0.25, positive=0.15)
+    assert out.dtype == np.int8
+    assert out.tolist() == [-1, -1, 0, 0, 0, 0, 0, 1, 1]
+
+
+def test_discretize_thresholds_are_configurable_and_checked():
+    x = np.array([-0.6, -0.4, 0.4, 0.6])
+    assert discretize(x, -0.5, 0.5).tolist() == [-1, 0, 0, 1]
+    with pytest.raises(ValueError, match="negative <= positive"):
+        discretize(x, 0.5, -0.5)
+
+
+def test_fne_postprocess_fits_on_train_and_reports_value_fractions():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(50, 8)).astype(np.float32)
+    train[:, 3] = 2.0  # a dead channel
+    post = FeaturePostprocess(standardize=True, discretize=True).fit(train)
+    z = post.transform(train)
+    assert set(np.unique(z)) <= {-1, 0, 1}
+    assert (z[:, 3] == 0).all()
+    info = post.describe(z)
+    assert info["constant_features"] == 1
+    assert sum(info["train_value_fractions"].values()) == pytest.approx(1.0, abs=1e-3)
+    shifted = post.transform(train + 100.0)  # far above the train mean: all +1 except the dead one
+    assert (np.delete(shifted, 3, axis=1) == 1).all()
+
+
+def test_last_layer_postprocess_only_standardizes():
+    train = np.arange(12, dtype=np.float32).reshape(4, 3)
+    out = FeaturePostprocess(standardize=True, discretize=False).fit(train).transform(train)
+    assert out.dtype == np.float32 and len(np.unique(out)) > 3
