@@ -80,3 +80,31 @@ def test_local_multirun_sweeps_strategy_and_C_reusing_extractions(first_run, wor
         ("fne", 0.1), ("fne", 10.0), ("last_layer", 0.1), ("last_layer", 10.0),
     ]  # fmt: skip
     assert all(r["cache"] == {"train": "hit", "test": "hit"} for r in results)
+
+
+def test_vgg16_fne_from_a_weights_file_on_an_image_folder(image_folder, tmp_path):
+    """The issue's example: model=vgg16 model.weights=PATH strategy=fne dataset=imagefolder."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16.pth"
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), weights)
+    run_cli(
+        tmp_path,
+        "model=vgg16",
+        f"model.weights={weights}",
+        "strategy=fne",
+        "dataset=imagefolder",
+        f"dataset.root={image_folder}",
+        "dataset.num_workers=0",
+        "dataset.batch_size=9",
+        "logger=none",
+    )
+    result = read_json(tmp_path / "run" / "results.json")
+    assert result["feature_dim"] == 12_416
+    assert len(result["taps"]) == 15 and result["taps"][-1] == "classifier.4"
+    assert result["split_sizes"] == {"train": 18, "test": 9}
+    assert result["backbone"]["weights_id"].startswith("sha256:")
+    assert result["backbone"]["data_config"]["interpolation"] == "bilinear"
+    assert not (tmp_path / "run" / "csv").exists()  # logger=none

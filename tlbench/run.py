@@ -35,6 +35,9 @@ LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed")
 def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    missing = _missing_values(cfg)
+    if missing:
+        raise ConfigError(f"required values are not set: {', '.join(missing)} (e.g. dataset.root=/path/to/images)")
     strategy = cfg.strategy.name
     if strategy not in EXTRACTION_STRATEGIES:
         raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(EXTRACTION_STRATEGIES)}")
@@ -156,6 +159,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     return result
 
 
+def _missing_values(node: Any, prefix: str = "") -> list[str]:
+    """Keys still at Hydra's `???`, found without resolving interpolations (${hydra:...} included)."""
+    missing: list[str] = []
+    if isinstance(node, DictConfig):
+        for key in node:
+            if OmegaConf.is_missing(node, key):
+                missing.append(f"{prefix}{key}")
+            elif not OmegaConf.is_interpolation(node, key):
+                missing.extend(_missing_values(node._get_node(key), f"{prefix}{key}."))
+    return missing
+
+
 def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str]) -> None:
     seen = set(np.unique(features["train"].labels).tolist())
     for split, fs in features.items():
@@ -168,7 +183,7 @@ def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str]) -> 
 
 
 def _log_to_logger(cfg: DictConfig, result: Result) -> None:
-    if cfg.get("logger") is None:
+    if not cfg.get("logger") or "_target_" not in cfg.logger:  # logger=none
         return
     logger = instantiate(cfg.logger)
     logger.log_hyperparams(_flatten(result.config))

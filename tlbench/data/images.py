@@ -27,9 +27,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # 16-bit and float grayscale: scale to 8 bits before the RGB conversion, which would clip.
-        image = image.point(lambda v: v * (255.0 / 65535.0)).convert("L")
+    if image.mode.startswith("I;16"):
+        image = image.point(lambda v: v * (255.0 / 65535.0), "F").convert("L")
+    elif image.mode in ("I", "F"):
+        # 32-bit integer or float grayscale: scale by the range the values use ([0, 1], 8 or 16 bits).
+        high = image.getextrema()[1]
+        scale = 255.0 if high <= 1.0 else 1.0 if high <= 255 else 255.0 / 65535.0
+        image = image.convert("F").point(lambda v: v * scale).convert("L")
     return image.convert("RGB")
 
 

