@@ -90,6 +90,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
         log.info("extracting %s/%s: %d images", name, split, len(samples))
         if trainer is None:
             trainer = instantiate(cfg.trainer)
+            if trainer.world_size > 1:
+                # Trainer.predict returns only this rank's share; gathering and de-duplicating
+                # across ranks is not implemented yet, so refuse rather than report wrong numbers.
+                raise ConfigError(
+                    f"extraction runs in one process for now (trainer.devices={cfg.trainer.devices}, "
+                    f"trainer.num_nodes={cfg.trainer.num_nodes}); set trainer.devices=1 trainer.num_nodes=1"
+                )
         extractor = FeatureExtractor(backbone.model, taps)
         outputs = trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=True)
         features[split] = assemble(outputs, extractor.layout)
