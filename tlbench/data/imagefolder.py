@@ -41,6 +41,12 @@ def _list_images(folder: Path, classes: list[str]) -> tuple[list[str], list[int]
     return relpaths, labels
 
 
+def _check_every_class_has_images(classes: list[str], labels: np.ndarray, folder: Path) -> None:
+    empty = [c for c, n in zip(classes, np.bincount(labels, minlength=len(classes))) if n == 0]
+    if empty:
+        raise DatasetError(f"imagefolder: class folders without images in {folder}: {empty}")
+
+
 @register_dataset("imagefolder")
 def imagefolder(root: str | None = None, test_fraction: float = 0.2, split_seed: int = 0) -> DatasetSplits:
     if not root:
@@ -76,9 +82,7 @@ def _explicit_splits(root: Path) -> DatasetSplits:
         if not relpaths:
             raise DatasetError(f"imagefolder: {folder} holds no image files; {LAYOUT}")
         splits[split] = FileSamples(folder, relpaths, np.array(labels))
-    empty = [c for c, n in zip(classes, np.bincount(splits["train"].labels, minlength=len(classes))) if n == 0]
-    if empty:
-        raise DatasetError(f"imagefolder: class folders without images in {root / 'train'}: {empty}")
+    _check_every_class_has_images(classes, splits["train"].labels, root / "train")
     return DatasetSplits(name="imagefolder", classes=classes, splits=splits)
 
 
@@ -90,9 +94,7 @@ def _seeded_split(root: Path, test_fraction: float, split_seed: int) -> DatasetS
     if not relpaths:
         raise DatasetError(f"imagefolder: no image files under the class folders of {root}; {LAYOUT}")
     labels_arr = np.array(labels)
-    empty = [c for c, n in zip(classes, np.bincount(labels_arr, minlength=len(classes))) if n == 0]
-    if empty:
-        raise DatasetError(f"imagefolder: class folders without images in {root}: {empty}")
+    _check_every_class_has_images(classes, labels_arr, root)
     train, test = stratified_split(labels_arr, test_fraction, split_seed, what=f"imagefolder {root}")
     return DatasetSplits(
         name="imagefolder",
