@@ -57,10 +57,16 @@ def test_untrained_weights_are_detected():
         assert_trained(timm.create_model("efficientnet_lite0", pretrained=False), "fresh init")
 
 
-def test_random_init_is_explicit_and_recorded():
-    backbone = create_backbone("vgg16", source="torchvision", pretrained=False)
-    assert backbone.weights_id == "random-init"
-    assert backbone.head == "classifier.6"
+def test_random_init_is_explicit_and_identified_by_content():
+    torch.manual_seed(0)
+    backbone = create_backbone("efficientnet_lite0", source="timm", pretrained=False)
+    assert backbone.weights_id.startswith("random-init:")
+    torch.manual_seed(0)
+    same = create_backbone("efficientnet_lite0", source="timm", pretrained=False)
+    torch.manual_seed(1)
+    other = create_backbone("efficientnet_lite0", source="timm", pretrained=False)
+    assert same.weights_id == backbone.weights_id != other.weights_id
+    assert create_backbone("vgg16", source="torchvision", pretrained=False).head == "classifier.6"
 
 
 def test_weights_file_roundtrip_with_prefix_and_other_head(tmp_path):
@@ -82,3 +88,23 @@ def test_torchvision_pretrained_offline_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(WeightsError, match=r"model\.weights=.*vgg16-397923af\.pth"):
         create_backbone("vgg16", source="torchvision", pretrained=True)
+
+
+def test_lightning_checkpoint_with_hydra_hyperparameters_loads(tmp_path):
+    """Lightning checkpoints of Hydra projects pickle an OmegaConf config beside the weights."""
+    from omegaconf import OmegaConf
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(0.5)
+    path = tmp_path / "epoch=3.ckpt"
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": OmegaConf.create({"lr": 0.1})}, path)
+    loaded = create_backbone("efficientnet_lite0", source="timm", weights=str(path))
+    torch.testing.assert_close(loaded.model.conv_stem.weight, model.conv_stem.weight)
+
+
+def test_timm_model_without_any_pretrained_weights_says_so():
+    with pytest.raises(WeightsError, match="no pretrained weights"):
+        create_backbone("coatnet_0_224", source="timm", pretrained=True)

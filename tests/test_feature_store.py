@@ -96,3 +96,49 @@ def test_truncated_entry_is_set_aside_and_missed(tmp_path):
     path.write_bytes(path.read_bytes()[:100])  # e.g. a disk-full write by an older tool
     assert store.load(key) is None
     assert not path.exists() and path.with_suffix(".corrupt").exists()
+
+
+def test_writer_killed_mid_write_leaves_no_trusted_entry(tmp_path):
+    """SIGKILL a process while it writes a large entry: no final file, and the next run misses."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    key = cache_key(**BASE)
+    script = (
+        "import numpy as np\n"
+        "from tlbench.embedding.store import FeatureSet, FeatureStore\n"
+        "n = 40_000\n"
+        "fs = FeatureSet(np.ones((n, 4000), np.float32), np.zeros(n, np.int64), np.arange(n), [], [('a', 4000)])\n"
+        f"FeatureStore({str(tmp_path)!r}).save({key!r}, fs, {{}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("*.tmp")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert list(tmp_path.glob("*.tmp")), "the writer should be mid-write"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = FeatureStore(tmp_path)
+    assert not store.path(key).exists()
+    assert store.load(key) is None
+
+
+def test_stale_temporaries_are_removed_on_the_next_write(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+    stale, fresh = tmp_path / f".{key}.old.tmp", tmp_path / f".{key}.young.tmp"
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+    store.save(key, make_set(), {})
+    assert not stale.exists()
+    assert fresh.exists(), "a young temporary may belong to a concurrent writer"
+
+
+def test_empty_entry_is_a_miss_not_a_crash(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+    store.path(key).write_bytes(b"")
+    assert store.load(key) is None

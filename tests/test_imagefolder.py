@@ -331,13 +331,15 @@ def test_cli_imagefolder_skips_corrupt_file(tmp_path: Path, image_folder: Path) 
     bad = image_folder / "train" / "red" / "x.jpg"
     bad.write_bytes(np.random.default_rng(1).bytes(800))
 
-    run_cli(
+    proc = run_cli(
         tmp_path,
         "dataset=imagefolder",
         f"dataset.root={image_folder}",
         "dataset.num_workers=0",
         "strategy=last_layer",
     )
+    log = proc.stdout + proc.stderr
+    assert "1 unreadable images skipped in train" in log and str(bad) in log  # the warning
     results = read_json(tmp_path / "run" / "results.json")
     assert results["dataset"] == "imagefolder"
     assert results["num_classes"] == 3

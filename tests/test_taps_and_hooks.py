@@ -103,3 +103,30 @@ def test_reduce_activation_shapes():
     out = reduce_activation(x)
     x.zero_()  # later in-place ops must not change what was recorded
     assert out.abs().sum() > 0
+
+
+def test_generic_rule_on_convnext_reads_timm_gelu_on_channels_last_maps():
+    """ConvNeXt applies timm's own GELU class to NHWC maps inside its MLPs: each tap must give
+    one value per channel (the MLP's hidden width), not per row."""
+    model = timm.create_model("convnext_tiny", pretrained=False).eval()
+    taps = resolve_taps(model, "activations", head="head.fc")
+    gelus = [n for n, m in model.named_modules() if type(m).__name__ == "GELU"]
+    assert [t.module for t in taps] == gelus and len(gelus) == 18
+    layout = dict(feature_layout(model, taps, (3, 64, 64)))
+    for tap in taps:
+        fc1 = model.get_submodule(tap.module.rsplit(".", 1)[0] + ".fc1")
+        assert layout[tap.module] == fc1.out_features
+    linear = feature_layout(model, resolve_taps(model, ["stages.1.blocks.0.mlp.fc1"], "head.fc"), (3, 64, 64))
+    assert linear == [("stages.1.blocks.0.mlp.fc1", 768)]
+
+
+def test_vgg16_pre_relu_preset(vgg16):
+    taps = resolve_taps(vgg16, "vgg16_fne_pre_relu", head="classifier.6")
+    assert all(isinstance(vgg16.get_submodule(t.module), nn.Conv2d | nn.Linear) for t in taps)
+    recorder = TapRecorder(vgg16, taps)
+    with torch.no_grad():
+        vgg16(torch.randn(2, 3, 64, 64))
+    features = recorder.collect()
+    recorder.remove()
+    assert features.shape == (2, VGG16_FNE_DIM)
+    assert (features < 0).any(), "values before the ReLU can be negative"

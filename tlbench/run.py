@@ -14,13 +14,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from tlbench.data import TransferDataModule
+from tlbench.data.registry import DatasetSplits
+from tlbench.data.samples import ImageSamples
 from tlbench.data.transforms import eval_transform
 from tlbench.embedding.extractor import FeatureExtractor, assemble
 from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key
-from tlbench.errors import ConfigError, DatasetError
+from tlbench.errors import ConfigError, DatasetError, ImageDecodeError
 from tlbench.metrics import classification_metrics
-from tlbench.models import create_backbone, resolve_taps
+from tlbench.models import Backbone, Tap, create_backbone, resolve_taps
 from tlbench.models.taps import VGG16_FNE_DIM
 from tlbench.provenance import provenance
 from tlbench.results import Result, write_results
@@ -63,6 +65,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     taps = resolve_taps(backbone.model, taps_spec, backbone.head)
     log.info("%s (%s, weights %s): %d taps", backbone.name, backbone.source, backbone.weights_id, len(taps))
 
+    # Build what can fail on bad config before the expensive extraction.
+    post_args = OmegaConf.to_container(cfg.strategy.postprocess, resolve=True)
+    post = _build(FeaturePostprocess, "strategy.postprocess", **post_args)
+    classifier = _build(instantiate, "classifier", cfg.classifier)
+
     # --- extraction (cached) ---
     t0 = time.perf_counter()
     store = FeatureStore(cfg.paths.cache_dir)
@@ -71,18 +78,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     cache: dict[str, str] = {}
     for split in datamodule.split_names:
         samples = datamodule.dataset.splits[split]
-        key = cache_key(
-            backbone=backbone.name,
-            source=backbone.source,
-            weights=backbone.weights_id,
-            taps=[str(t) for t in taps],
-            transform=repr(transform),
-            dataset=name,
-            dataset_params=datamodule.dataset.params,
-            split=split,
-            content=samples.fingerprint(),
-        )
+        key = extraction_key(backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision)
         stored = store.load(key) if cfg.cache else None
+        if stored is not None and _any_now_readable(samples, stored.skipped):
+            log.info("images skipped when %s/%s was cached now decode: extracting again", name, split)
+            stored = None
         if stored is not None:
             log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(key))
             features[split], cache[split] = stored, "hit"
@@ -113,17 +113,16 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     for split, files in skipped.items():
         log.warning("%d unreadable images skipped in %s: %s", len(files), split, ", ".join(files[:5]))
     train = features["train"]
-    if len(train.labels) == 0:
-        raise DatasetError(f"no readable training image in {name}; see the skipped files above")
-    if "vgg16_fne" in (taps_spec if isinstance(taps_spec, list) else [taps_spec]) and train.dim != VGG16_FNE_DIM:
+    _check_features(features, name)
+    presets = taps_spec if isinstance(taps_spec, list) else [taps_spec]
+    if {"vgg16_fne", "vgg16_fne_pre_relu"} & set(presets) and train.dim != VGG16_FNE_DIM:
         raise RuntimeError(f"VGG16 FNE must have {VGG16_FNE_DIM} dimensions, got {train.dim}")
     _check_classes_seen(features, datamodule.classes)
 
     # --- post-processing and classifier ---
     t0 = time.perf_counter()
-    post = FeaturePostprocess(**OmegaConf.to_container(cfg.strategy.postprocess, resolve=True)).fit(train.features)
+    post.fit(train.features)
     train_x = post.transform(train.features)
-    classifier = instantiate(cfg.classifier)
     classifier.fit(train_x, train.labels)
     fit_s = time.perf_counter() - t0
 
@@ -164,6 +163,63 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     write_results(result, run_dir)
     _log_to_logger(cfg, result)
     return result
+
+
+def extraction_key(
+    backbone: Backbone,
+    taps: list[Tap],
+    transform: Any,
+    dataset: DatasetSplits,
+    split: str,
+    precision: Any,
+) -> str:
+    """The FeatureStore key: everything that determines the features of one split."""
+    return cache_key(
+        backbone=backbone.name,
+        source=backbone.source,
+        weights=backbone.weights_id,
+        data_config=backbone.data_config,
+        taps=[str(t) for t in taps],
+        transform=repr(transform),
+        precision=str(precision),
+        dataset=dataset.name,
+        dataset_params=dataset.params,
+        split=split,
+        content=dataset.splits[split].fingerprint(),
+    )
+
+
+def _build(factory: Any, what: str, *args: Any, **kwargs: Any) -> Any:
+    """Build a component from config; its own ValueError/TypeError becomes a ConfigError naming it."""
+    try:
+        return factory(*args, **kwargs)
+    except Exception as exc:  # hydra wraps the target's error in InstantiationException
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{what}: {cause}") from exc
+
+
+def _any_now_readable(samples: ImageSamples, skipped: list[int]) -> bool:
+    """A cached split keeps its skipped images out; re-extract once one of them decodes again
+    (a file repaired, or a transient read error on a network file system)."""
+    for index in skipped:
+        try:
+            samples.load(index)
+            return True
+        except ImageDecodeError:
+            continue
+    return False
+
+
+def _check_features(features: dict[str, FeatureSet], name: str) -> None:
+    for split, fs in features.items():
+        if len(fs.labels) == 0:
+            raise DatasetError(f"no readable image in {name}/{split}; see the skipped files above")
+        if not np.isfinite(fs.features).all():
+            raise DatasetError(
+                f"the backbone produced NaN/inf features on {name}/{split} "
+                f"({int((~np.isfinite(fs.features)).any(axis=0).sum())} columns); with reduced precision "
+                "this is usually an overflow: try trainer.precision=32-true"
+            )
 
 
 def _missing_values(node: Any, prefix: str = "") -> list[str]:

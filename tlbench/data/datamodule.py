@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tlbench.data.registry import DatasetSplits, build_dataset
 from tlbench.data.samples import ImageSamples, SubsetSamples
 from tlbench.data.splits import stratified_split
-from tlbench.errors import ImageDecodeError
+from tlbench.errors import ConfigError, ImageDecodeError
 
 
 class TransformedSplit(Dataset):
@@ -56,6 +56,10 @@ class TransferDataModule(pl.LightningDataModule):
         **params: Any,
     ) -> None:
         super().__init__()
+        if batch_size < 1 or num_workers < 0:
+            raise ConfigError(
+                f"dataset.batch_size must be >= 1 and dataset.num_workers >= 0, got {batch_size} and {num_workers}"
+            )
         self.dataset: DatasetSplits = build_dataset(name, **params)
         self.transform = transform
         self.input_size = input_size

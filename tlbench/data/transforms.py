@@ -12,6 +12,8 @@ def resolve_data_config(model: nn.Module, overrides: Mapping | None = None) -> d
     """timm's data config for `model` (input size, interpolation, mean, std, crop), then overrides."""
     config = dict(timm.data.resolve_model_data_config(model))
     for key, value in (overrides or {}).items():
+        if value is None:  # unset in the config: keep the model's own value
+            continue
         config[key] = tuple(value) if isinstance(value, list | tuple) else value
     return config
 

@@ -10,15 +10,36 @@ from torch import nn
 from tlbench.models.taps import Tap
 
 
-def reduce_activation(tensor: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> spatial mean (N, C); (N, L, C) tokens -> mean over L; (N, D) as it is.
+def channel_dim_of(module: nn.Module) -> int | None:
+    """Where a module puts channels in a 4-D output: 1 for convolutions and BatchNorm (NCHW),
+    -1 for Linear and LayerNorm (applied to NHWC maps, as in ConvNeXt); None if it cannot tell."""
+    if type(module).__name__ == "LayerNorm2d":  # timm: LayerNorm over the channels of an NCHW map
+        return 1
+    if isinstance(module, nn.Linear | nn.LayerNorm):
+        return -1
+    if isinstance(module, nn.modules.conv._ConvNd | nn.modules.batchnorm._BatchNorm | nn.GroupNorm):
+        return 1
+    return None
+
+
+def guess_channel_dim(shape: Sequence[int]) -> int:
+    """For modules that do not say (activations): square maps tell NCHW (N, C, S, S) from
+    NHWC (N, S, S, C); tlbench's eval transforms produce square inputs. NCHW when in doubt."""
+    _, a, b, c = shape
+    if a == b and b != c:
+        return -1
+    return 1
+
+
+def reduce_activation(tensor: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+    """4-D maps -> spatial mean per channel (N, C); (N, L, C) tokens -> mean over L; (N, D) as it is.
 
     Runs inside the hook: an in-place ReLU after a tapped conv would otherwise overwrite the
     tensor before anyone read it.
     """
     tensor = tensor.detach()
     if tensor.dim() == 4:
-        reduced = tensor.mean(dim=(2, 3))
+        reduced = tensor.mean(dim=(2, 3)) if channel_dim == 1 else tensor.mean(dim=(1, 2))
     elif tensor.dim() == 3:
         reduced = tensor.mean(dim=1)
     elif tensor.dim() == 2:
@@ -35,10 +56,14 @@ class TapRecorder:
     def __init__(self, model: nn.Module, taps: Sequence[Tap]) -> None:
         self.taps = list(taps)
         self._records: dict[Tap, list[torch.Tensor]] = {tap: [] for tap in self.taps}
+        # Channel position of each tap's 4-D tensors, fixed at the first call so that every batch
+        # is reduced the same way.
+        self._channel_dims: dict[Tap, int | None] = {}
         self._handles = []
         self.layout: list[tuple[str, int]] | None = None
         for tap in self.taps:
             module = model.get_submodule(tap.module)
+            self._channel_dims[tap] = channel_dim_of(module) if tap.read == "output" else None
             if tap.read == "input":
                 self._handles.append(module.register_forward_pre_hook(self._input_hook(tap)))
             else:
@@ -47,15 +72,20 @@ class TapRecorder:
     def _output_hook(self, tap: Tap):
         def hook(module: nn.Module, inputs: tuple, output) -> None:
             tensor = output[0] if isinstance(output, tuple | list) else output
-            self._records[tap].append(reduce_activation(tensor))
+            self._record(tap, tensor)
 
         return hook
 
     def _input_hook(self, tap: Tap):
         def hook(module: nn.Module, inputs: tuple) -> None:
-            self._records[tap].append(reduce_activation(inputs[0]))
+            self._record(tap, inputs[0])
 
         return hook
+
+    def _record(self, tap: Tap, tensor: torch.Tensor) -> None:
+        if tensor.dim() == 4 and self._channel_dims.get(tap) is None:
+            self._channel_dims[tap] = guess_channel_dim(tensor.shape)
+        self._records[tap].append(reduce_activation(tensor, self._channel_dims.get(tap) or 1))
 
     def collect(self) -> torch.Tensor:
         """The features of the last forward pass, (batch, dim); clears the records."""

@@ -54,6 +54,10 @@ class FeaturePostprocess:
     positive: float = 0.15
 
     def __post_init__(self) -> None:
+        if self.discretize and self.negative > self.positive:
+            raise ValueError(
+                f"discretization thresholds must satisfy negative <= positive, got {self.negative} > {self.positive}"
+            )
         self.standardizer = Standardizer()
 
     def fit(self, train: np.ndarray) -> FeaturePostprocess:

@@ -7,11 +7,13 @@ killed mid-write leaves no file that a later run would trust.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the meaning of stored features changes
+STALE_SECONDS = 3600
 
 
 @dataclass
@@ -67,7 +70,7 @@ class FeatureStore:
                     skipped=[int(i) for i in data["skipped"]],
                     layout=[(str(n), int(d)) for n, d in meta["layout"]],
                 )
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
             aside = path.with_suffix(".corrupt")
             log.warning("feature cache entry %s is unreadable (%s); moved to %s and re-extracting", path, exc, aside)
             os.replace(path, aside)
@@ -76,6 +79,7 @@ class FeatureStore:
     def save(self, key: str, features: FeatureSet, meta: dict[str, Any]) -> Path:
         """Write atomically: temporary file in the same folder, fsync, then rename."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries(key)
         path = self.path(key)
         meta = {**meta, "layout": features.layout, "format": FORMAT_VERSION}
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
@@ -97,3 +101,12 @@ class FeatureStore:
             raise
         (self.root / f"{key}.json").write_text(json.dumps(meta, indent=2, default=str))
         return path
+
+    def _remove_stale_temporaries(self, key: str) -> None:
+        """Temporary files of this key left by a killed writer. Young ones may belong to a
+        concurrent job writing the same entry, so only those older than STALE_SECONDS go."""
+        now = time.time()
+        for tmp in self.root.glob(f".{key}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > STALE_SECONDS:
+                    tmp.unlink()

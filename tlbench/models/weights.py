@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import torch
 from torch import nn
 
 from tlbench.errors import WeightsError
+
+log = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 _PREFIXES = ("module.", "model.", "backbone.", "net.")
@@ -21,6 +25,28 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def state_digest(model: nn.Module) -> str:
+    """A digest of the model's current tensors: identifies weights that have no file (a random
+    init, which depends on the seed)."""
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _torch_load(path: Path) -> object:
+    """weights_only loading; a Lightning .ckpt may also pickle its hyperparameters (an OmegaConf
+    config in Hydra projects), which only a full unpickling reads: allowed for .ckpt files only."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if path.suffix != ".ckpt":
+            raise
+        log.warning("%s pickles more than tensors (hyperparameters); loading it with weights_only=False", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -37,7 +63,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
     except Exception as exc:  # pickle, zip and safetensors each raise their own types
         raise WeightsError(f"weights file {path} cannot be read as a state dict: {exc}") from exc
     while isinstance(state, Mapping) and not _is_tensor_dict(state):

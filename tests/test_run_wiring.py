@@ -1,0 +1,118 @@
+"""run(cfg) wiring, in-process on a tiny image folder: what goes into the cache key, that
+post-processing sees the train split only, that bad config fails before extraction, and that a
+cached split whose skipped images decode again is re-extracted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import COLORS, write_image
+from hydra import compose, initialize_config_dir
+
+from tlbench.cli import config_dir
+from tlbench.data.transforms import eval_transform
+from tlbench.embedding import postprocess
+from tlbench.errors import ConfigError, DatasetError
+from tlbench.models import create_backbone, resolve_taps
+from tlbench.run import extraction_key, run
+
+SMALL = ["model.data_config.input_size=[3,64,64]", "dataset.num_workers=0", "dataset.batch_size=8"]
+
+
+def compose_cfg(tmp_path: Path, root: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                "dataset=imagefolder",
+                f"dataset.root={root}",
+                "trainer.default_root_dir=null",
+                "trainer.enable_progress_bar=false",
+                "logger=none",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                *SMALL,
+                *overrides,
+            ],
+        )
+
+
+def test_key_depends_on_precision_data_config_and_random_weights(image_folder):
+    from tlbench.data.registry import build_dataset
+
+    dataset = build_dataset("imagefolder", root=str(image_folder))
+
+    def key(seed=0, precision="32-true", data_config=None):
+        torch.manual_seed(seed)
+        backbone = create_backbone("efficientnet_lite0", source="timm", pretrained=False, data_config=data_config)
+        taps = resolve_taps(backbone.model, "penultimate", backbone.head)
+        return extraction_key(backbone, taps, eval_transform(backbone.data_config), dataset, "train", precision)
+
+    base = key()
+    assert key() == base
+    assert key(seed=1) != base, "random weights from another seed are other features"
+    assert key(precision="bf16-mixed") != base
+    assert key(data_config={"mean": [0.48501, 0.456, 0.406]}) != base, "a change below Normalize's repr precision"
+
+
+def test_postprocess_is_fitted_on_train_rows_only(tmp_path, image_folder, monkeypatch):
+    seen = []
+    original = postprocess.FeaturePostprocess.fit
+
+    def spy(self, train):
+        seen.append(train.shape[0])
+        return original(self, train)
+
+    monkeypatch.setattr(postprocess.FeaturePostprocess, "fit", spy)
+    result = run(compose_cfg(tmp_path, image_folder), tmp_path / "run")
+    assert seen == [result.split_sizes["train"]] == [18]
+    assert result.postprocess["statistics"].startswith("train split")
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("classifier.C=-1", "classifier: .*C must be positive"),
+        ("strategy.postprocess.negative=0.5", "strategy.postprocess: .*negative <= positive"),
+        ("dataset.batch_size=0", "batch_size must be >= 1"),
+    ],
+)
+def test_bad_values_fail_before_extraction(tmp_path, image_folder, override, match):
+    with pytest.raises(ConfigError, match=match):
+        run(compose_cfg(tmp_path, image_folder, override), tmp_path / "run")
+    assert not (tmp_path / "cache").exists(), "nothing was extracted"
+
+
+def test_repaired_image_is_re_extracted_on_the_next_run(tmp_path, image_folder):
+    bad = image_folder / "train" / "red" / "broken.png"
+    bad.write_bytes(b"not an image")
+    cfg = compose_cfg(tmp_path, image_folder, "strategy=last_layer")
+    first = run(cfg, tmp_path / "run1")
+    assert first.skipped_files == {"train": [str(bad)]}
+    assert first.cache == {"train": "miss", "test": "miss"}
+
+    again = run(cfg, tmp_path / "run2")
+    assert again.cache == {"train": "hit", "test": "hit"}  # still broken: the cache stands
+
+    write_image(bad, COLORS["red"], fmt="PNG", seed=7)
+    repaired = run(cfg, tmp_path / "run3")
+    assert repaired.skipped_files == {}
+    assert repaired.cache["train"] == "miss" and repaired.cache["test"] == "hit"
+    assert repaired.split_sizes["train"] == 19
+
+
+def test_nan_features_are_a_clear_error(tmp_path, image_folder, monkeypatch):
+    from tlbench.embedding import extractor
+
+    original = extractor.assemble
+
+    def poisoned(outputs, layout):
+        features = original(outputs, layout)
+        features.features[0, 0] = np.nan
+        return features
+
+    monkeypatch.setattr("tlbench.run.assemble", poisoned)
+    with pytest.raises(DatasetError, match=r"NaN/inf features.*precision"):
+        run(compose_cfg(tmp_path, image_folder, "strategy=last_layer", "cache=false"), tmp_path / "run")
