@@ -72,37 +72,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
 
     # --- extraction (cached) ---
     t0 = time.perf_counter()
-    store = FeatureStore(cfg.paths.cache_dir)
-    trainer = None
-    features: dict[str, FeatureSet] = {}
-    cache: dict[str, str] = {}
-    for split in datamodule.split_names:
-        samples = datamodule.dataset.splits[split]
-        key = extraction_key(backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision)
-        stored = store.load(key) if cfg.cache else None
-        if stored is not None and _any_now_readable(samples, stored.skipped):
-            log.info("images skipped when %s/%s was cached now decode: extracting again", name, split)
-            stored = None
-        if stored is not None:
-            log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(key))
-            features[split], cache[split] = stored, "hit"
-            continue
-        log.info("extracting %s/%s: %d images", name, split, len(samples))
-        if trainer is None:
-            trainer = instantiate(cfg.trainer)
-            if trainer.world_size > 1:
-                # Trainer.predict returns only this rank's share; gathering and de-duplicating
-                # across ranks is not implemented yet, so refuse rather than report wrong numbers.
-                raise ConfigError(
-                    f"extraction runs in one process for now (trainer.devices={cfg.trainer.devices}, "
-                    f"trainer.num_nodes={cfg.trainer.num_nodes}); set trainer.devices=1 trainer.num_nodes=1"
-                )
-        extractor = FeatureExtractor(backbone.model, taps)
-        outputs = trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=True)
-        features[split] = assemble(outputs, extractor.layout)
-        cache[split] = "miss"
-        if cfg.cache:
-            store.save(key, features[split], {"backbone": backbone.describe(), "split": split, "dataset": name})
+    features, cache = _extract_splits(cfg, backbone, taps, transform, datamodule)
     extract_s = time.perf_counter() - t0
 
     skipped = {
@@ -163,6 +133,45 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     write_results(result, run_dir)
     _log_to_logger(cfg, result)
     return result
+
+
+def _extract_splits(
+    cfg: DictConfig, backbone: Backbone, taps: list[Tap], transform: Any, datamodule: TransferDataModule
+) -> tuple[dict[str, FeatureSet], dict[str, str]]:
+    """Features of every split, from the FeatureStore when present, else by Trainer.predict."""
+    name = datamodule.dataset.name
+    store = FeatureStore(cfg.paths.cache_dir)
+    trainer = None
+    features: dict[str, FeatureSet] = {}
+    cache: dict[str, str] = {}
+    for split in datamodule.split_names:
+        samples = datamodule.dataset.splits[split]
+        key = extraction_key(backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision)
+        stored = store.load(key) if cfg.cache else None
+        if stored is not None and _any_now_readable(samples, stored.skipped):
+            log.info("images skipped when %s/%s was cached now decode: extracting again", name, split)
+            stored = None
+        if stored is not None:
+            log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(key))
+            features[split], cache[split] = stored, "hit"
+            continue
+        log.info("extracting %s/%s: %d images", name, split, len(samples))
+        if trainer is None:
+            trainer = instantiate(cfg.trainer)
+            if trainer.world_size > 1:
+                # Trainer.predict returns only this rank's share; gathering and de-duplicating
+                # across ranks is not implemented yet, so refuse rather than report wrong numbers.
+                raise ConfigError(
+                    f"extraction runs in one process for now (trainer.devices={cfg.trainer.devices}, "
+                    f"trainer.num_nodes={cfg.trainer.num_nodes}); set trainer.devices=1 trainer.num_nodes=1"
+                )
+        extractor = FeatureExtractor(backbone.model, taps)
+        outputs = trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=True)
+        features[split] = assemble(outputs, extractor.layout)
+        cache[split] = "miss"
+        if cfg.cache:
+            store.save(key, features[split], {"backbone": backbone.describe(), "split": split, "dataset": name})
+    return features, cache
 
 
 def extraction_key(
