@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 EXTRACTION_STRATEGIES = ("last_layer", "fne")
 # Dataset config keys that configure loading; the rest are the dataset builder's parameters.
-LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed")
+LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed", "train_per_class", "few_shot_seed")
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> Result:

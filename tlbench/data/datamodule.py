@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tlbench.data.registry import DatasetSplits, build_dataset
 from tlbench.data.samples import ImageSamples, SubsetSamples
-from tlbench.data.splits import stratified_split
+from tlbench.data.splits import per_class_subset, stratified_split
 from tlbench.errors import ConfigError, ImageDecodeError
 
 
@@ -53,6 +53,8 @@ class TransferDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         val_fraction: float = 0.0,
         val_seed: int = 0,
+        train_per_class: int | None = None,
+        few_shot_seed: int = 0,
         **params: Any,
     ) -> None:
         super().__init__()
@@ -70,6 +72,12 @@ class TransferDataModule(pl.LightningDataModule):
             kept, held = stratified_split(train.labels, val_fraction, val_seed, what="validation holdout")
             self.dataset.splits["train"] = SubsetSamples(train, kept)
             self.dataset.splits["val"] = SubsetSamples(train, held)
+        if train_per_class:
+            # Drawn after the validation holdout, so val stays the same across shot counts.
+            train = self.dataset.splits["train"]
+            self.dataset.splits["train"] = SubsetSamples(
+                train, per_class_subset(train.labels, train_per_class, few_shot_seed)
+            )
 
     @property
     def classes(self) -> list[str]:

@@ -5,16 +5,27 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_digits
 
-from tlbench.data.registry import DatasetSplits, register_dataset
+from tlbench.data.registry import DatasetInfo, DatasetSplits, register_dataset
 from tlbench.data.samples import ArraySamples
 from tlbench.data.splits import stratified_split
 
 
-@register_dataset("digits")
-def digits(test_fraction: float = 0.3, split_seed: int = 0) -> DatasetSplits:
+INFO = DatasetInfo(
+    title="scikit-learn digits",
+    num_classes=10,
+    metric="top1",
+    layout="(none: bundled with scikit-learn)",
+    split_sizes={"train": 1257, "test": 540},
+    instructions="nothing to download: the images ship with scikit-learn (sklearn.datasets.load_digits)",
+)
+
+
+@register_dataset("digits", INFO)
+def digits(test_fraction: float = 0.3, split_seed: int = 0, root: str | None = None) -> DatasetSplits:
     """A fixed stratified train/test split; images are 8x8 grayscale, scaled from 0..16 to 0..255.
 
-    The transform of the backbone then resizes them to its input size.
+    The transform of the backbone then resizes them to its input size. `root` is ignored (the data
+    ships with scikit-learn); it is accepted so that every dataset takes one.
     """
     bunch = load_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tlbench.data.images import is_image_file
-from tlbench.data.registry import DatasetSplits, register_dataset
+from tlbench.data.registry import DatasetInfo, DatasetSplits, register_dataset
 from tlbench.data.samples import FileSamples
 from tlbench.data.splits import stratified_split
 from tlbench.errors import DatasetError
@@ -47,7 +47,16 @@ def _check_every_class_has_images(classes: list[str], labels: np.ndarray, folder
         raise DatasetError(f"imagefolder: class folders without images in {folder}: {empty}")
 
 
-@register_dataset("imagefolder")
+INFO = DatasetInfo(
+    title="any folder of class sub-folders",
+    num_classes=0,  # whatever the folder holds
+    metric="top1",
+    layout=LAYOUT,
+    instructions="point dataset.root at your own folder",
+)
+
+
+@register_dataset("imagefolder", INFO)
 def imagefolder(root: str | None = None, test_fraction: float = 0.2, split_seed: int = 0) -> DatasetSplits:
     if not root:
         raise DatasetError(f"dataset=imagefolder needs dataset.root=PATH; {LAYOUT}")
@@ -83,7 +92,7 @@ def _explicit_splits(root: Path) -> DatasetSplits:
             raise DatasetError(f"imagefolder: {folder} holds no image files; {LAYOUT}")
         splits[split] = FileSamples(folder, relpaths, np.array(labels))
     _check_every_class_has_images(classes, splits["train"].labels, root / "train")
-    return DatasetSplits(name="imagefolder", classes=classes, splits=splits)
+    return DatasetSplits(name="imagefolder", classes=classes, splits=splits, root=str(root))
 
 
 def _seeded_split(root: Path, test_fraction: float, split_seed: int) -> DatasetSplits:
@@ -98,6 +107,7 @@ def _seeded_split(root: Path, test_fraction: float, split_seed: int) -> DatasetS
     train, test = stratified_split(labels_arr, test_fraction, split_seed, what=f"imagefolder {root}")
     return DatasetSplits(
         name="imagefolder",
+        root=str(root),
         classes=classes,
         splits={
             "train": FileSamples(root, [relpaths[i] for i in train], labels_arr[train]),

@@ -10,6 +10,33 @@ from tlbench.data.samples import ImageSamples
 from tlbench.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Resource:
+    """One downloadable file of a dataset, with its published checksum."""
+
+    url: str
+    filename: str
+    md5: str | None = None
+    sha256: str | None = None
+    extract: bool = True  # unpack the archive into the root after download
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What is known about a dataset before touching its files: for `tlbench-data list`, errors,
+    `verify` and `download`."""
+
+    title: str
+    num_classes: int
+    metric: str  # "top1" or "mean_per_class": the headline metric
+    layout: str  # the expected layout under ROOT, shown in errors
+    split_sizes: dict[str, int] = field(default_factory=dict)  # published sizes of the default protocol
+    resources: tuple[Resource, ...] = ()  # public downloads; empty when there is none
+    instructions: str = ""  # how to get the data by hand (always shown when resources is empty)
+    checksums: dict[str, str] = field(default_factory=dict)  # split files: relative path -> md5
+    torchvision: str | None = None  # the torchvision class this loader matches, if any
+
+
 @dataclass
 class DatasetSplits:
     """What every builder returns: named splits ("train", "test", maybe "val") and class names."""
@@ -19,19 +46,23 @@ class DatasetSplits:
     splits: dict[str, ImageSamples]
     metric: str = "top1"  # the headline metric for this dataset: "top1" or "mean_per_class"
     params: dict = field(default_factory=dict)  # builder arguments, recorded for the cache key
+    root: str | None = None  # the folder the loader resolved ROOT to (split files are relative to it)
 
 
 Builder = Callable[..., DatasetSplits]
 _REGISTRY: dict[str, Builder] = {}
+_INFO: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str) -> Callable[[Builder], Builder]:
+def register_dataset(name: str, info: DatasetInfo | None = None) -> Callable[[Builder], Builder]:
     """Decorator: make `builder(**params) -> DatasetSplits` available as `dataset=<name>`."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
         _REGISTRY[name] = builder
+        if info is not None:
+            _INFO[name] = info
         return builder
 
     return decorate
@@ -39,6 +70,13 @@ def register_dataset(name: str) -> Callable[[Builder], Builder]:
 
 def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def dataset_info(name: str) -> DatasetInfo | None:
+    """The registered metadata of `name` (None for datasets registered without any)."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    return _INFO.get(name)
 
 
 def build_dataset(name: str, **params) -> DatasetSplits:
@@ -52,4 +90,7 @@ def build_dataset(name: str, **params) -> DatasetSplits:
         raise ConfigError(f"dataset {name!r} does not take {unknown}; its parameters are {sorted(accepted)}")
     splits = builder(**params)
     splits.params = dict(params)
+    info = _INFO.get(name)
+    if info is not None:
+        splits.metric = info.metric
     return splits

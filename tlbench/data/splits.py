@@ -29,3 +29,17 @@ def stratified_split(
     except ValueError as exc:  # e.g. fewer held-out slots than classes
         raise DatasetError(f"{what}: cannot split {len(labels)} images stratified: {exc}") from exc
     return np.sort(kept), np.sort(held)
+
+
+def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of `per_class` images of every class (all of a smaller class), drawn with `seed`:
+    the few-shot training sets of "does it work with little data"."""
+    if per_class < 1:
+        raise DatasetError(f"dataset.train_per_class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    chosen = [
+        rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(chosen))
