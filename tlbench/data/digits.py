@@ -9,7 +9,6 @@ from tlbench.data.registry import DatasetInfo, DatasetSplits, register_dataset
 from tlbench.data.samples import ArraySamples
 from tlbench.data.splits import stratified_split
 
-
 INFO = DatasetInfo(
     title="scikit-learn digits",
     num_classes=10,
