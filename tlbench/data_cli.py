@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tlbench.data import available_datasets, dataset_info
@@ -20,7 +21,7 @@ console = Console()
 def cmd_list(args: argparse.Namespace) -> int:
     table = Table(title="tlbench datasets")
     for column in ("name", "title", "classes", "split sizes", "metric", "download"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("name", "metric"))
     for name in available_datasets():
         info = dataset_info(name)
         if info is None:
@@ -42,11 +43,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_dataset(args.name, args.root, decode=not args.no_decode, progress=not args.quiet)
     sizes = ", ".join(f"{k} {v}" for k, v in report.split_sizes.items())
-    console.print(f"{args.name} at {args.root}: {sizes or 'no splits'}; {report.checked_images} images decoded")
+    console.print(
+        escape(f"{args.name} at {args.root}: {sizes or 'no splits'}; {report.checked_images} images decoded"),
+        soft_wrap=True,
+    )
     for problem in report.problems:
-        console.print(f"[red]problem:[/red] {problem}", highlight=False)
+        console.print(f"[red]problem:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
     for failure in report.undecodable:
-        console.print(f"[red]cannot decode:[/red] {failure}", highlight=False)
+        console.print(f"[red]cannot decode:[/red] {escape(failure)}", highlight=False, soft_wrap=True)
     if report.ok:
         console.print("[green]OK[/green]")
         return 0
@@ -58,15 +62,19 @@ def cmd_download(args: argparse.Namespace) -> int:
     info = dataset_info(args.name)
     root = Path(args.root)
     if info is None or not info.resources:
-        console.print(f"{args.name} has no public download. {info.instructions if info else ''}", highlight=False)
+        instructions = info.instructions if info else ""
+        console.print(escape(f"{args.name} has no public download. {instructions}"), highlight=False, soft_wrap=True)
         if info is not None:
-            console.print(f"Expected layout under {root}:\n{info.layout}", highlight=False)
+            console.print(escape(f"Expected layout under {root}:\n{info.layout}"), highlight=False, soft_wrap=True)
         return 2
     for resource in info.resources:
         path = download(resource, root / "downloads")
         if resource.extract:
             console.print(f"extracting {path.name} into {root}")
             extract(path, root)
+            for inner in resource.nested:  # e.g. Caltech101's zip holds a .tar.gz
+                console.print(f"extracting {inner}")
+                extract(root / inner, (root / inner).parent)
         else:
             target = root / resource.filename
             if not target.exists():

@@ -15,6 +15,7 @@ _INFRASTRUCTURE = {
     "layout",
     "registry",
     "samples",
+    "split_files",
     "splits",
     "transforms",
     "verify",

@@ -7,6 +7,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -44,14 +45,19 @@ def download(resource: Resource, folder: Path, timeout: float = 60.0) -> Path:
     request = urllib.request.Request(resource.url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            if offset and response.status != 206:  # server ignored the range: start again
+            status = getattr(response, "status", None)
+            if offset and status != 206:  # the server ignored the range (or file://): start again
                 offset = 0
-            total = response.length + offset if response.length else None
+            length = getattr(response, "length", None) or int(response.headers.get("Content-Length") or 0) or None
+            total = length + offset if length else None
             with open(part, "ab" if offset else "wb") as out, _progress() as progress:
                 task = progress.add_task(resource.filename, total=total, completed=offset)
                 while block := response.read(1 << 20):
                     out.write(block)
                     progress.advance(task, len(block))
+    except urllib.error.HTTPError as exc:
+        if exc.code != 416:  # 416: the .part is already complete (killed before the rename)
+            raise DatasetError(f"download of {resource.url} failed: HTTP {exc.code} {exc.reason}") from exc
     except OSError as exc:
         raise DatasetError(
             f"download of {resource.url} failed ({exc}); run the same command again to resume "
@@ -70,14 +76,17 @@ def extract(archive: Path, destination: Path) -> None:
     place: an interrupted extraction never leaves a half-filled dataset folder behind."""
     destination.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=destination) as tmp:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive, "r:*") as tf:  # compression detected from content
-                tf.extractall(tmp, filter="data")
-        else:
-            raise DatasetError(f"{archive} is neither a zip nor a tar archive")
+        try:
+            if zipfile.is_zipfile(archive):
+                with zipfile.ZipFile(archive) as zf:
+                    zf.extractall(tmp)
+            elif tarfile.is_tarfile(archive):
+                with tarfile.open(archive, "r:*") as tf:  # compression detected from content
+                    tf.extractall(tmp, filter="data")
+            else:
+                raise DatasetError(f"{archive} is neither a zip nor a tar archive")
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise DatasetError(f"{archive} is corrupt ({exc}); delete it and download again") from exc
         for entry in Path(tmp).iterdir():
             final = destination / entry.name
             if final.exists():

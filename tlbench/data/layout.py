@@ -3,6 +3,7 @@ error, reading split lists and .mat files the same way everywhere."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,23 @@ def require_paths(name: str, root: Path, relpaths: Iterable[str]) -> None:
     missing = [p for p in relpaths if not (root / p).exists()]
     if missing:
         raise missing_data_error(name, root, missing)
+
+
+def missing_files(base: Path, relpaths: Iterable[str]) -> list[str]:
+    """The `relpaths` (relative to base) that are not on disk, from one directory listing per
+    folder: checks a 100k-image list in seconds and opens no image."""
+    listings: dict[str, set[str]] = {}
+    missing = []
+    for relpath in relpaths:
+        folder, _, filename = relpath.rpartition("/")
+        if folder not in listings:
+            try:
+                listings[folder] = set(os.listdir(base / folder))
+            except OSError:
+                listings[folder] = set()
+        if filename not in listings[folder]:
+            missing.append(relpath)
+    return missing
 
 
 def read_lines(path: Path) -> list[str]:

@@ -19,6 +19,7 @@ class Resource:
     md5: str | None = None
     sha256: str | None = None
     extract: bool = True  # unpack the archive into the root after download
+    nested: tuple[str, ...] = ()  # archives inside it (paths under ROOT) to unpack where they lie
 
 
 @dataclass(frozen=True)
