@@ -24,9 +24,7 @@ def test_fne_on_flowers102_fixture_with_its_official_val_split(tmp_path):
 
 def test_fne_on_mit67_fixture_with_quirky_names_and_few_shot(tmp_path):
     root = mit67.build(tmp_path / "mit67")
-    run_cli(
-        tmp_path, "dataset=mit67", f"dataset.root={root}", "strategy=fne", "dataset.train_per_class=2", *SMALL
-    )
+    run_cli(tmp_path, "dataset=mit67", f"dataset.root={root}", "strategy=fne", "dataset.train_per_class=2", *SMALL)
     result = read_json(tmp_path / "run" / "results.json")
     assert result["dataset"] == "mit67" and result["headline_metric"] == "top1"
     assert result["split_sizes"]["train"] == 2 * result["num_classes"]  # the few-shot subset
