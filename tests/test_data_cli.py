@@ -76,7 +76,7 @@ def expected_row(name: str) -> list[str]:
         str(info.num_classes or "any"),
         sizes,
         info.metric,
-        "yes" if info.resources else "by hand",
+        "bundled" if info.bundled else "yes" if info.resources else "by hand",
     ]
 
 
@@ -90,6 +90,13 @@ def test_list_shows_every_dataset(cli) -> None:
         assert rows[name] == expected_row(name)
     assert rows["cifar10"] == ["cifar10", "CIFAR-10", "10", "train 50,000 / test 10,000", "top1", "yes"]
     assert rows["imagefolder"][2:] == ["any", "varies", "top1", "by hand"]
+    assert rows["digits"][-1] == "bundled" and rows["stanford_cars"][-1] == "by hand"
+
+
+def test_download_of_bundled_data_needs_nothing(cli, tmp_path) -> None:
+    rc, out, _ = cli("download", "digits", "--root", str(tmp_path))
+    assert rc == 0 and "scikit-learn" in out
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_list_in_a_pipe_keeps_names_whole(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -213,3 +213,11 @@ def test_empty_class_folder_is_reported(root: Path) -> None:
     (root / "caltech101" / "101_ObjectCategories" / "yin_yang").mkdir()
     with pytest.raises(DatasetError, match="yin_yang \\(0\\)"):
         build_dataset("caltech101", root=str(root), **SMALL)
+
+
+def test_split_id_of_the_wrong_type_is_a_config_error(tmp_path):
+    from tlbench.errors import ConfigError
+
+    root = fixture.build(tmp_path / "caltech")
+    with pytest.raises(ConfigError, match=r"dataset\.split_id must be an integer, got 'abc'"):
+        build_dataset("caltech101", root=str(root), split_id="abc", train_per_class_split=4, test_per_class=3)

@@ -135,6 +135,19 @@ def test_partial_root_names_the_missing_files(tmp_path: Path) -> None:
     assert len(build_dataset("fgvc_aircraft", root=str(root), annotation_level="family").splits["test"]) == 10
 
 
+def test_a_missing_listed_image_is_named(tmp_path: Path) -> None:
+    root = fixture.build(tmp_path, write_images=False)
+    base = root / "fgvc-aircraft-2013b"
+    relpath = build_dataset("fgvc_aircraft", root=str(root)).splits["val"].relpaths[3]
+    (base / relpath).unlink()
+    for level in ("variant", "family", "manufacturer"):  # every level lists it
+        with pytest.raises(DatasetError) as err:
+            build_dataset("fgvc_aircraft", root=str(root), annotation_level=level)
+        message = str(err.value)
+        assert message.splitlines()[0].endswith(f"is missing {relpath}.")
+        assert "tlbench-data download fgvc_aircraft --root " in message
+
+
 def test_full_size_index_has_the_published_split_sizes(tmp_path: Path) -> None:
     variants = {f"Variant {i}/{i % 7}": (f"Family {i // 2}", f"Maker {i // 4}") for i in range(100)}
     per_class = {"train": 34, "val": 34, "test": 34}

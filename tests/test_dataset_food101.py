@@ -71,6 +71,15 @@ def test_full_size_lists_give_published_sizes(tmp_path: Path) -> None:
     assert set(np.bincount(data.splits["test"].labels)) == {250}
 
 
+def test_a_missing_listed_image_is_named(root: Path) -> None:
+    (root / "food-101" / fixture.CMYK).unlink()
+    with pytest.raises(DatasetError) as err:
+        build_dataset("food101", root=str(root))
+    message = str(err.value)
+    assert message.splitlines()[0].endswith(f"is missing {fixture.CMYK}.")
+    assert "tlbench-data download food101 --root " in message
+
+
 @pytest.mark.slow
 def test_indexes_101k_files_in_seconds(tmp_path: Path) -> None:
     root = fixture.build(tmp_path / "data", full_size=True)

@@ -10,7 +10,7 @@ import pytest
 from tests.fixtures import knots as fixture
 from tlbench.data import build_dataset, dataset_info
 from tlbench.data.knots import CLASSES, assign_folds
-from tlbench.errors import DatasetError
+from tlbench.errors import ConfigError, DatasetError
 
 
 @pytest.fixture(autouse=True)
@@ -110,8 +110,10 @@ def test_hpai_protocol_needs_hpai_layout(root: Path) -> None:
         build_dataset("knots", root=str(root), protocol="hpai")
     with pytest.raises(DatasetError, match="'kfold' or 'hpai'"):
         build_dataset("knots", root=str(root), protocol="other")
-    with pytest.raises(DatasetError, match="split_id < num_folds"):
+    with pytest.raises(ConfigError, match=r"dataset\.split_id must lie in 0\.\.4, got 5"):
         build_dataset("knots", root=str(root), split_id=5)
+    with pytest.raises(ConfigError, match=r"dataset\.split_id must be an integer, got 'abc'"):
+        build_dataset("knots", root=str(root), split_id="abc")
 
 
 def test_decayed_class_optional(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ def test_matches_torchvision(cars_root: Path) -> None:
     data = build_dataset("stanford_cars", root=str(cars_root))
     for split in ("train", "test"):
         tv = StanfordCars(str(cars_root), split=split, download=False)
+        assert len(tv) == len(data.splits[split])
         ours = [(str(data.splits[split].path(i)), int(data.splits[split].labels[i])) for i in range(len(tv))]
         assert ours == [(str(Path(p)), int(t)) for p, t in tv._samples]
         assert tv.classes == data.classes
@@ -115,8 +116,18 @@ def test_class_ids_out_of_range_are_rejected(tmp_path: Path) -> None:
         build_dataset("stanford_cars", root=str(root))
 
 
+def test_a_missing_listed_image_is_named(tmp_path: Path) -> None:
+    root = fixture.build(tmp_path, write_images=False)
+    (root / "stanford_cars/cars_test/00004.jpg").unlink()
+    with pytest.raises(DatasetError) as err:
+        build_dataset("stanford_cars", root=str(root))
+    message = str(err.value)
+    assert message.splitlines()[0].endswith("is missing cars_test/00004.jpg.")
+    assert "tlbench-data verify stanford_cars --root " in message
+
+
 def test_full_size_index_has_the_published_split_sizes(tmp_path: Path) -> None:
-    # 196 classes, 41-42 images per class in each split; no image is written (construction is lazy).
+    # 196 classes, 41-42 images per class in each split; the images are links to one empty file (none is opened).
     train = [42] * 108 + [41] * 88
     test = [42] * 5 + [41] * 191
     names = [f"Make Model {i} 20{i % 13:02d}" for i in range(196)]

@@ -4,7 +4,6 @@ torchvision's SUN397 (no split) listing of the whole set on the same fixture."""
 from __future__ import annotations
 
 import inspect
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -115,11 +114,17 @@ def test_missing_root_names_files_and_download_command(tmp_path: Path) -> None:
 
 def test_partial_root_names_missing_class_folders_and_partitions(tmp_path: Path) -> None:
     root = fixture.build(tmp_path, write_images=False)
-    shutil.rmtree(root / "SUN397/c/church/outdoor")
+    church = root / "SUN397/c/church/outdoor"
+    church.rename(tmp_path / "moved")
     with pytest.raises(DatasetError) as err:
         build_dataset("sun397", root=str(root))
     assert str(err.value).splitlines()[0].endswith("is missing c/church/outdoor.")
-    (root / "SUN397/c/church/outdoor").mkdir()
+    church.mkdir()  # the folder without its images: the listed ones are named
+    with pytest.raises(DatasetError) as err:
+        build_dataset("sun397", root=str(root))
+    assert "is missing c/church/outdoor/sun_" in str(err.value).splitlines()[0]
+    church.rmdir()
+    (tmp_path / "moved").rename(church)
     (root / "SUN397/Training_03.txt").unlink()
     assert len(build_dataset("sun397", root=str(root), split_id=2).splits["train"]) == 6
     with pytest.raises(DatasetError) as err:
@@ -129,6 +134,22 @@ def test_partial_root_names_missing_class_folders_and_partitions(tmp_path: Path)
     (root / "SUN397/Testing_05.txt").unlink()
     with pytest.raises(DatasetError, match=r"is missing Testing_05\.txt"):
         build_dataset("sun397", root=str(root), split_id=5)
+
+
+def test_a_missing_listed_image_is_named(tmp_path: Path) -> None:
+    root = fixture.build(tmp_path, write_images=False)
+    relpath = _partition(root, "Testing", 1)[4]
+    (root / "SUN397" / relpath).unlink()
+    with pytest.raises(DatasetError) as err:
+        build_dataset("sun397", root=str(root), split_id=1)
+    message = str(err.value)
+    assert message.splitlines()[0].endswith(f"is missing {relpath}.")
+    assert "tlbench-data download sun397 --root " in message
+    # a partition that does not list it still builds
+    unlisted = [
+        k for k in range(2, 11) if relpath not in _partition(root, "Training", k) + _partition(root, "Testing", k)
+    ]
+    assert unlisted and len(build_dataset("sun397", root=str(root), split_id=unlisted[0]).splits["test"]) == 6
 
 
 def test_partition_line_of_unknown_class_is_rejected(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 from tlbench.data import available_datasets, dataset_info
 from tlbench.data.download import download, extract
 from tlbench.data.verify import verify_dataset
-from tlbench.errors import TlbenchError
+from tlbench.errors import DatasetError, TlbenchError
 
 console = Console()
 
@@ -34,7 +34,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             str(info.num_classes or "any"),
             sizes,
             info.metric,
-            "yes" if info.resources else "by hand",
+            "bundled" if info.bundled else "yes" if info.resources else "by hand",
         )
     console.print(table)
     return 0
@@ -47,6 +47,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         escape(f"{args.name} at {args.root}: {sizes or 'no splits'}; {report.checked_images} images decoded"),
         soft_wrap=True,
     )
+    for note in report.notes:
+        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     for problem in report.problems:
         console.print(f"[red]problem:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
     for failure in report.undecodable:
@@ -61,6 +63,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     info = dataset_info(args.name)
     root = Path(args.root)
+    if info is not None and info.bundled:
+        console.print(escape(f"{args.name}: {info.instructions}"), highlight=False, soft_wrap=True)
+        return 0
     if info is None or not info.resources:
         instructions = info.instructions if info else ""
         console.print(escape(f"{args.name} has no public download. {instructions}"), highlight=False, soft_wrap=True)
@@ -73,6 +78,8 @@ def cmd_download(args: argparse.Namespace) -> int:
             console.print(f"extracting {path.name} into {root}")
             extract(path, root)
             for inner in resource.nested:  # e.g. Caltech101's zip holds a .tar.gz
+                if not (root / inner).is_file():
+                    raise DatasetError(f"{path.name} did not contain {inner}; expected it at {root / inner}")
                 console.print(f"extracting {inner}")
                 extract(root / inner, (root / inner).parent)
         else:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from tlbench.data.images import is_image_file
-from tlbench.data.layout import resolve_root
-from tlbench.data.registry import DatasetInfo, DatasetSplits, Resource, register_dataset
+from tlbench.data.layout import check_int, resolve_root
+from tlbench.data.registry import DatasetInfo, DatasetSplits, Resource, register_dataset, register_listing
 from tlbench.data.samples import FileSamples
 from tlbench.data.split_files import load_or_create_split
 from tlbench.errors import DatasetError
@@ -117,6 +117,14 @@ def _resolve(root: str | None) -> Path:
         raise
 
 
+@register_listing(NAME)
+def whole_archive(root: str | None) -> FileSamples:
+    """Every image of every class, the background class included (for `tlbench-data verify`)."""
+    base = _resolve(root)
+    _, relpaths, labels = list_images(base, include_background=True)
+    return FileSamples(base, relpaths, labels)
+
+
 @register_dataset(NAME, INFO)
 def caltech101(
     root: str | None = None,
@@ -125,11 +133,11 @@ def caltech101(
     test_per_class: int | None = 50,
     include_background: bool = False,
 ) -> DatasetSplits:
+    check_int("dataset.split_id", split_id, minimum=0)
+    check_int("dataset.train_per_class_split", train_per_class_split, minimum=1)
+    if test_per_class is not None:
+        check_int("dataset.test_per_class", test_per_class, minimum=1)
     base = _resolve(root)
-    if split_id < 0:
-        raise DatasetError(f"caltech101: dataset.split_id must be >= 0 (conventionally 0..4), got {split_id}")
-    if train_per_class_split < 1 or (test_per_class is not None and test_per_class < 1):
-        raise DatasetError("caltech101: train_per_class_split and test_per_class must be >= 1")
     classes, relpaths, labels = list_images(base, include_background)
     if not classes:
         raise DatasetError(f"caltech101: {base / IMAGES} has no class folders.\nExpected layout:\n{LAYOUT}")

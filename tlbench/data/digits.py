@@ -16,6 +16,7 @@ INFO = DatasetInfo(
     layout="(none: bundled with scikit-learn)",
     split_sizes={"train": 1257, "test": 540},
     instructions="nothing to download: the images ship with scikit-learn (sklearn.datasets.load_digits)",
+    bundled=True,
 )
 
 

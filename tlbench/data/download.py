@@ -29,6 +29,8 @@ def file_checksum(path: Path, algorithm: str) -> str:
 def verify_checksum(path: Path, resource: Resource) -> bool:
     if resource.sha256:
         return file_checksum(path, "sha256") == resource.sha256
+    if resource.sha1:
+        return file_checksum(path, "sha1") == resource.sha1
     if resource.md5:
         return file_checksum(path, "md5") == resource.md5
     return True  # nothing published to compare with

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tlbench.data.images import is_image_file
-from tlbench.data.layout import missing_data_error, require_paths, resolve_root
+from tlbench.data.layout import check_int, missing_data_error, require_paths, resolve_root
 from tlbench.data.registry import DatasetInfo, DatasetSplits, register_dataset
 from tlbench.data.samples import FileSamples
 from tlbench.data.split_files import load_or_create_split
@@ -135,8 +135,8 @@ def knots(
         in_test = np.array([p.startswith("test/") for p in relpaths])
         parts = {"train": np.flatnonzero(~in_test), "test": np.flatnonzero(in_test)}
     elif protocol == "kfold":
-        if num_folds < 2 or not 0 <= split_id < num_folds:
-            raise DatasetError(f"knots: need num_folds >= 2 and 0 <= split_id < num_folds, got {split_id}/{num_folds}")
+        check_int("dataset.num_folds", num_folds, minimum=2)
+        check_int("dataset.split_id", split_id, minimum=0, maximum=num_folds - 1)
         if counts.min() < num_folds:
             raise DatasetError(
                 f"knots: class {classes[int(counts.argmin())]} has {counts.min()} images, fewer than "

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.data.registry import dataset_info
-from tlbench.errors import DatasetError
+from tlbench.data.registry import DatasetSplits, dataset_info
+from tlbench.data.samples import FileSamples
+from tlbench.errors import ConfigError, DatasetError
 
 
 def how_to_get(name: str, root: str | Path) -> str:
@@ -23,15 +24,18 @@ def how_to_get(name: str, root: str | Path) -> str:
     return "see the dataset's home page"
 
 
-def missing_data_error(name: str, root: str | Path, missing: Sequence[str]) -> DatasetError:
+def missing_data_error(
+    name: str, root: str | Path, missing: Sequence[str], user_root: str | Path | None = None
+) -> DatasetError:
     """The error for a missing or partial root: dataset, expected layout, missing files, the fix."""
     info = dataset_info(name)
     title = f"{info.title} ({name})" if info else name
     shown = ", ".join(missing[:10]) + (f" ... ({len(missing)} in all)" if len(missing) > 10 else "")
     layout = f"\nExpected layout under ROOT:\n{info.layout}" if info else ""
+    command_root = user_root or root  # the folder the user named, which download and verify expect
     return DatasetError(
-        f"{title}: {root} is missing {shown}.{layout}\nTo get the data, {how_to_get(name, root)}; "
-        f"then check it with: tlbench-data verify {name} --root {root}"
+        f"{title}: {root} is missing {shown}.{layout}\nTo get the data, {how_to_get(name, command_root)}; "
+        f"then check it with: tlbench-data verify {name} --root {command_root}"
     )
 
 
@@ -68,6 +72,29 @@ def missing_files(base: Path, relpaths: Iterable[str]) -> list[str]:
         if filename not in listings[folder]:
             missing.append(relpath)
     return missing
+
+
+def require_listed_files(splits: DatasetSplits, user_root: str | None = None) -> None:
+    """Every file a split lists exists: a partly extracted archive is an error naming the missing
+    files, not thousands of "unreadable image" skips in a run that then reports partial results."""
+    base = Path(splits.root) if splits.root else None
+    missing: list[str] = []
+    for samples in splits.splits.values():
+        if isinstance(samples, FileSamples):
+            absent = missing_files(samples.root, samples.relpaths)
+            missing += [os.path.relpath(samples.root / p, base) if base else str(samples.root / p) for p in absent]
+    if missing:
+        raise missing_data_error(splits.name, base or "ROOT", missing, user_root)
+
+
+def check_int(what: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer config value within bounds, or a ConfigError naming it (`dataset.split_id=abc`)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{what} must be an integer, got {value!r}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
+        raise ConfigError(f"{what} must lie in {bounds}, got {value}")
+    return value
 
 
 def read_lines(path: Path) -> list[str]:

@@ -36,7 +36,11 @@ INFO = DatasetInfo(
     layout=LAYOUT,
     split_sizes={"train": 5360, "test": 1340},
     resources=(
-        Resource("http://groups.csail.mit.edu/vision/LabelMe/NewImages/indoorCVPR_09.tar", "indoorCVPR_09.tar"),
+        Resource(
+            "http://groups.csail.mit.edu/vision/LabelMe/NewImages/indoorCVPR_09.tar",
+            "indoorCVPR_09.tar",
+            sha1="0b252516e746ba428b96af408d2e8162d9b08ac5",  # as recorded by a public loader; unverified here
+        ),
         Resource("http://web.mit.edu/torralba/www/TrainImages.txt", "TrainImages.txt", extract=False),
         Resource("http://web.mit.edu/torralba/www/TestImages.txt", "TestImages.txt", extract=False),
     ),

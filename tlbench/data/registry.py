@@ -18,6 +18,7 @@ class Resource:
     filename: str
     md5: str | None = None
     sha256: str | None = None
+    sha1: str | None = None  # where only a SHA-1 is published (MIT67)
     extract: bool = True  # unpack the archive into the root after download
     nested: tuple[str, ...] = ()  # archives inside it (paths under ROOT) to unpack where they lie
 
@@ -36,6 +37,7 @@ class DatasetInfo:
     instructions: str = ""  # how to get the data by hand (always shown when resources is empty)
     checksums: dict[str, str] = field(default_factory=dict)  # split files: relative path -> md5
     torchvision: str | None = None  # the torchvision class this loader matches, if any
+    bundled: bool = False  # the data ships with a Python package: nothing to download
 
 
 @dataclass
@@ -69,6 +71,25 @@ def register_dataset(name: str, info: DatasetInfo | None = None) -> Callable[[Bu
     return decorate
 
 
+_LISTINGS: dict[str, Callable[[str | None], ImageSamples]] = {}
+
+
+def register_listing(name: str) -> Callable:
+    """Decorator: `listing(root) -> ImageSamples` of every image in the archive, for datasets whose
+    protocols use only part of it (Caltech101's 30 + 50 per class, one SUN397 partition): `verify`
+    then decodes them all."""
+
+    def decorate(listing: Callable[[str | None], ImageSamples]) -> Callable[[str | None], ImageSamples]:
+        _LISTINGS[name] = listing
+        return listing
+
+    return decorate
+
+
+def complete_listing(name: str) -> Callable[[str | None], ImageSamples] | None:
+    return _LISTINGS.get(name)
+
+
 def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -90,6 +111,9 @@ def build_dataset(name: str, **params) -> DatasetSplits:
     if unknown:
         raise ConfigError(f"dataset {name!r} does not take {unknown}; its parameters are {sorted(accepted)}")
     splits = builder(**params)
+    from tlbench.data.layout import require_listed_files  # layout imports this module
+
+    require_listed_files(splits, params.get("root"))
     splits.params = dict(params)
     info = _INFO.get(name)
     if info is not None:

@@ -62,7 +62,10 @@ def parse_split_file(path: Path, relpaths: Sequence[str], split_names: Sequence[
     position = {p: i for i, p in enumerate(relpaths)}
     parts: dict[str, list[int]] = {s: [] for s in split_names}
     unknown: list[str] = []
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise DatasetError(f"split file {path} cannot be read ({exc}); delete the file to regenerate it") from exc
     for line in text.split("\n"):
         line = line.rstrip("\r")
         if not line or line.startswith("#"):

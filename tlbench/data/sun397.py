@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tlbench.data.layout import missing_data_error, read_lines, require_paths, resolve_root
-from tlbench.data.registry import DatasetInfo, DatasetSplits, Resource, register_dataset
+from tlbench.data.registry import DatasetInfo, DatasetSplits, Resource, register_dataset, register_listing
 from tlbench.data.samples import FileSamples
 from tlbench.errors import ConfigError, DatasetError
 
@@ -137,3 +137,11 @@ def all_images(root: str | None) -> tuple[list[str], list[int], list[str]]:
         relpaths.extend(f"{folder}/{n}" for n in names)
         labels.extend([label] * len(names))
     return relpaths, labels, [class_name(f) for f in folders]
+
+
+@register_listing(NAME)
+def whole_archive(root: str | None) -> FileSamples:
+    """Every image of the 397 classes, all partitions together (for `tlbench-data verify`)."""
+    base, _ = _resolve(root)
+    relpaths, labels, _ = all_images(root)
+    return FileSamples(base, relpaths, np.array(labels))

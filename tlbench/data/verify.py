@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from tlbench.data.download import file_checksum
-from tlbench.data.registry import build_dataset, dataset_info
+from tlbench.data.registry import build_dataset, complete_listing, dataset_info
 from tlbench.errors import ImageDecodeError, TlbenchError
 
 
@@ -19,6 +19,7 @@ class VerifyReport:
     split_sizes: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     checked_images: int = 0
 
     @property
@@ -31,7 +32,7 @@ def verify_dataset(name: str, root: str | Path, decode: bool = True, progress: b
     info = dataset_info(name)
     try:
         splits = build_dataset(name, root=str(root), **params)
-    except TlbenchError as exc:
+    except (TlbenchError, OSError) as exc:  # OSError: unreadable folders (permissions, a stale mount)
         report.problems.append(str(exc))
         return report
     report.split_sizes = {split: len(samples) for split, samples in splits.splits.items()}
@@ -44,6 +45,8 @@ def verify_dataset(name: str, root: str | Path, decode: bool = True, progress: b
                 if found != expected:
                     report.problems.append(f"split {split}: {found} images, expected {expected}")
         base = Path(splits.root or root)
+        if not info.checksums:
+            report.notes.append("no published checksums of split files to compare with")
         for relpath, md5 in info.checksums.items():
             path = base / relpath
             if not path.is_file():
@@ -51,7 +54,10 @@ def verify_dataset(name: str, root: str | Path, decode: bool = True, progress: b
             elif file_checksum(path, "md5") != md5:
                 report.problems.append(f"split file {path} differs from the published one (md5 mismatch)")
     if decode:
-        _decode_all(splits.splits, report, progress)
+        listing = complete_listing(name)
+        # Decode the whole archive where the protocol uses only part of it.
+        to_decode = {"all": listing(str(root))} if listing is not None and not params else splits.splits
+        _decode_all(to_decode, report, progress)
     return report
 
 
