@@ -35,6 +35,7 @@ class Result:
     provenance: dict[str, Any]
     run_dir: str = ""
     layout: list[tuple[str, int]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)  # fine-tuning: one row per epoch
 
     @property
     def headline(self) -> float:

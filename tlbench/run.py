@@ -16,11 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from tlbench.data import TransferDataModule
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples
-from tlbench.data.transforms import eval_transform
+from tlbench.data.transforms import eval_transform, train_augmentation
 from tlbench.embedding.extractor import FeatureExtractor, assemble
 from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key
 from tlbench.errors import ConfigError, DatasetError, ImageDecodeError
+from tlbench.finetune.pipeline import run_finetune
 from tlbench.metrics import classification_metrics
 from tlbench.models import Backbone, Tap, create_backbone, resolve_taps
 from tlbench.models.taps import VGG16_FNE_DIM
@@ -30,6 +31,7 @@ from tlbench.results import Result, write_results
 log = logging.getLogger(__name__)
 
 EXTRACTION_STRATEGIES = ("last_layer", "fne")
+STRATEGIES = (*EXTRACTION_STRATEGIES, "finetune")
 # Dataset config keys that configure loading; the rest are the dataset builder's parameters.
 LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed", "train_per_class", "few_shot_seed")
 
@@ -41,8 +43,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     if missing:
         raise ConfigError(f"required values are not set: {', '.join(missing)} (e.g. dataset.root=/path/to/images)")
     strategy = cfg.strategy.name
-    if strategy not in EXTRACTION_STRATEGIES:
-        raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(EXTRACTION_STRATEGIES)}")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(STRATEGIES)}")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     backbone = create_backbone(
@@ -58,9 +60,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     data_cfg: dict[str, Any] = OmegaConf.to_container(cfg.dataset, resolve=True)  # type: ignore[assignment]
     name = data_cfg.pop("name")
     loader_args = {k: data_cfg.pop(k) for k in LOADER_KEYS if k in data_cfg}
+    train_transform = None
+    if strategy == "finetune":
+        augment = OmegaConf.to_container(cfg.strategy.augment, resolve=True)
+        train_transform = train_augmentation(backbone.data_config, augment)  # type: ignore[arg-type]
     datamodule = TransferDataModule(
-        name, transform=transform, input_size=backbone.data_config["input_size"], **loader_args, **data_cfg
+        name,
+        transform=transform,
+        train_transform=train_transform,
+        input_size=backbone.data_config["input_size"],
+        **loader_args,
+        **data_cfg,
     )
+    if strategy == "finetune":
+        return run_finetune(cfg, run_dir, backbone, datamodule, started)
     taps_spec = OmegaConf.to_container(cfg.strategy.taps) if OmegaConf.is_list(cfg.strategy.taps) else cfg.strategy.taps
     taps = resolve_taps(backbone.model, taps_spec, backbone.head)
     log.info("%s (%s, weights %s): %d taps", backbone.name, backbone.source, backbone.weights_id, len(taps))
@@ -157,7 +170,9 @@ def _extract_splits(
             continue
         log.info("extracting %s/%s: %d images", name, split, len(samples))
         if trainer is None:
-            trainer = instantiate(cfg.trainer)
+            trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+            trainer_cfg.pop("ckpt_path", None)  # fine-tuning only  # type: ignore[union-attr]
+            trainer = instantiate(trainer_cfg)
             if trainer.world_size > 1:
                 # Trainer.predict returns only this rank's share; gathering and de-duplicating
                 # across ranks is not implemented yet, so refuse rather than report wrong numbers.

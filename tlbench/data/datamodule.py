@@ -55,6 +55,7 @@ class TransferDataModule(pl.LightningDataModule):
         val_seed: int = 0,
         train_per_class: int | None = None,
         few_shot_seed: int = 0,
+        train_transform: Callable | None = None,
         **params: Any,
     ) -> None:
         super().__init__()
@@ -64,6 +65,7 @@ class TransferDataModule(pl.LightningDataModule):
             )
         self.dataset: DatasetSplits = build_dataset(name, **params)
         self.transform = transform
+        self.train_transform = train_transform  # augmentation for fine-tuning; extraction uses `transform`
         self.input_size = input_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -90,19 +92,22 @@ class TransferDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {s: len(self.dataset.splits[s]) for s in self.split_names}
 
-    def loader(self, split: str) -> DataLoader:
-        dataset = TransformedSplit(self.dataset.splits[split], self.transform, self.input_size)
+    def loader(self, split: str, training: bool = False) -> DataLoader:
+        """Deterministic, ordered batches with the eval transform; `training`: shuffled, augmented."""
+        transform = self.train_transform if training and self.train_transform is not None else self.transform
+        dataset = TransformedSplit(self.dataset.splits[split], transform, self.input_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=False,
+            shuffle=training,
+            drop_last=training and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train")
+        return self.loader("train", training=True)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

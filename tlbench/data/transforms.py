@@ -21,3 +21,11 @@ def resolve_data_config(model: nn.Module, overrides: Mapping | None = None) -> d
 def eval_transform(data_config: Mapping) -> Callable:
     """Resize, center-crop, to tensor, normalize: the deterministic transform used for extraction."""
     return timm.data.create_transform(**data_config, is_training=False)
+
+
+def train_augmentation(data_config: Mapping, augment: Mapping) -> Callable:
+    """timm's training transform (random resized crop, flip, optional colour jitter / AutoAugment)
+    at the backbone's input size and normalization."""
+    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in augment.items() if v is not None}
+    config = {k: v for k, v in data_config.items() if k in ("input_size", "interpolation", "mean", "std")}
+    return timm.data.create_transform(**config, is_training=True, **options)

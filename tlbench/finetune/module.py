@@ -1,0 +1,163 @@
+"""FineTuneModule: a backbone with a new head, trained with discriminative learning rates.
+
+Parameter groups: the head, then each block group from the top down; group i below the top gets
+`lr * lr_decay**(i+1)` (ULMFiT's discriminative fine-tuning). Each group's LR is the warm-up/decay
+schedule times 0 or 1 from the unfreezing schedule, computed from the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from tlbench.errors import ConfigError
+from tlbench.finetune.schedule import UnfreezeSchedule
+
+
+def build_head(in_features: int, num_classes: int, kind: str = "linear", hidden: int = 512, dropout: float = 0.0):
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
+    raise ConfigError(f"strategy.head.kind must be linear or mlp, got {kind!r}")
+
+
+def replace_head(model: nn.Module, head: str, new_head: nn.Module) -> None:
+    parent_name, _, child = head.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new_head)
+
+
+class FineTuneModule(pl.LightningModule):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: str,
+        groups: list[list[str]],
+        schedule: UnfreezeSchedule,
+        num_classes: int,
+        optimizer: dict[str, Any],
+        lr_schedule: dict[str, Any],
+        label_smoothing: float = 0.0,
+        lr_decay: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head_name = head
+        self.groups = groups
+        self.schedule = schedule
+        self.optimizer_cfg = dict(optimizer)
+        self.lr_schedule = dict(lr_schedule)
+        self.lr_decay = lr_decay
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.trainable_groups = [False] * len(groups)
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{kind}": MulticlassAccuracy(num_classes=num_classes, average=average)
+                for stage in ("val", "test")
+                for kind, average in (("top1", "micro"), ("mean_per_class", "macro"))
+            }
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        ok = batch["ok"]
+        logits = self(batch["image"][ok])
+        loss = self.loss(logits, batch["label"][ok])
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(ok.sum()))
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        ok = batch["ok"]
+        predictions = self(batch["image"][ok]).argmax(dim=1)
+        for kind in ("top1", "mean_per_class"):
+            metric = self.metrics[f"{stage}_{kind}"]
+            metric.update(predictions, batch["label"][ok])
+            self.log(f"{stage}/{kind}", metric, on_epoch=True, prog_bar=kind == "top1")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    # --- optimization ---
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Head first, then the block groups from the top down with geometrically smaller LRs."""
+        lr = float(self.optimizer_cfg["lr"])
+        parameters = dict(self.backbone.named_parameters())
+        head = [p for n, p in parameters.items() if n == self.head_name or n.startswith(self.head_name + ".")]
+        param_groups = [{"params": head, "lr": lr, "name": "head", "group": None}]
+        for depth, index in enumerate(reversed(range(len(self.groups)))):
+            param_groups.append(
+                {
+                    "params": [parameters[n] for n in self.groups[index]],
+                    "lr": lr * self.lr_decay ** (depth + 1),
+                    "name": f"group{index}",
+                    "group": index,
+                }
+            )
+        return param_groups
+
+    def configure_optimizers(self):
+        cfg = self.optimizer_cfg
+        param_groups = self.parameter_groups()
+        name = cfg.get("name", "sgd")
+        if name == "sgd":
+            optimizer = torch.optim.SGD(
+                param_groups, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 0)
+            )
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(param_groups, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
+        else:
+            raise ConfigError(f"strategy.optimizer.name must be sgd or adamw, got {name!r}")
+        lambdas = [self._lr_lambda(g["group"]) for g in param_groups]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def refresh_learning_rates(self) -> None:
+        """Recompute every group's LR now: LambdaLR evaluates its lambdas after each step, so without
+        this the first step of an epoch would still use the previous epoch's unfreezing state."""
+        scheduler = self.lr_schedulers()
+        if scheduler is None:
+            return
+        for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+
+    def learning_rates(self) -> dict[str, float]:
+        optimizer = self.optimizers()
+        optimizer = getattr(optimizer, "optimizer", optimizer)
+        return {g["name"]: float(g["lr"]) for g in optimizer.param_groups}
+
+    def _lr_lambda(self, group: int | None):
+        def factor(step: int) -> float:
+            gate = 1.0 if group is None or self.schedule.is_trainable(group, self.current_epoch) else 0.0
+            return gate * self._schedule_factor(step)
+
+        return factor
+
+    def _schedule_factor(self, step: int) -> float:
+        kind = self.lr_schedule.get("name", "cosine")
+        total = max(1, self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        warmup = int(self.lr_schedule.get("warmup_steps", 0))
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        if kind == "step":
+            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+            epoch = step // steps_per_epoch
+            return float(self.lr_schedule.get("gamma", 0.1)) ** (epoch // int(self.lr_schedule.get("step_epochs", 10)))
+        if kind == "constant":
+            return 1.0
+        raise ConfigError(f"strategy.lr_schedule.name must be cosine, step or constant, got {kind!r}")
