@@ -228,8 +228,8 @@ def test_untrained_weights_are_refused(tmp_path: Path) -> None:
 
 def test_unknown_strategy_in_run(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["strategy.name=finetune"])
-    with pytest.raises(ConfigError, match=r"strategy 'finetune' is not implemented.*last_layer.*fne"):
+        cfg = compose("config", overrides=["strategy.name=distill"])
+    with pytest.raises(ConfigError, match=r"strategy 'distill' is not implemented.*last_layer.*fne.*finetune"):
         run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "results.json").exists()
 
