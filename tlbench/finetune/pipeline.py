@@ -133,7 +133,8 @@ def run_finetune(
         run_dir=str(run_dir),
         curve=curve.rows,
     )
-    write_results(result, run_dir)
+    if trainer.is_global_zero:  # one writer under DDP
+        write_results(result, run_dir)
     return result
 
 

@@ -1,0 +1,194 @@
+"""Fine-tuning training throughput: tlbench's `strategy=finetune` against a plain PyTorch loop.
+
+Target (issue: fine-tuning): tlbench's training images per second are at least 0.90 of a plain
+PyTorch training loop's on the same model, data and batch size, measured in one run.
+
+- tlbench: `FineTuneModule` (9 parameter groups, discriminative LRs, per-step LambdaLR, torchmetrics,
+  logging) fitted by a Lightning `Trainer` with the `ProgressiveUnfreezing` callback, preset `full`
+  (every group trains from epoch 0), as `run_finetune` builds them.
+- plain: `for batch in loader: zero_grad; loss = CE(model(x), y); backward; step`.
+- Same model (efficientnet_lite0 with its packaged ImageNet weights and a new linear 10-class head;
+  the plain loop gets a deep copy), same data (scikit-learn digits, upscaled once to a fixed tensor
+  dataset, shuffled with the same seed), same batch size, same optimizer (SGD, momentum 0.9,
+  weight decay 1e-4), fp32 on CPU.
+- Timing: the time between the end of the last warm-up batch and the end of the last timed batch,
+  so data loading and every per-step overhead of each loop are included, start-up is not. The two
+  loops alternate for several rounds; the median of each is compared.
+
+    python benchmarks/finetune_throughput.py [--size 112] [--batch 32] [--warmup 3] [--batches 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from tlbench.finetune.callback import ProgressiveUnfreezing
+from tlbench.finetune.groups import block_groups
+from tlbench.finetune.module import FineTuneModule, build_head, replace_head
+from tlbench.finetune.schedule import UnfreezeSchedule
+from tlbench.models import create_backbone
+
+OPTIMIZER = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1.0e-4}
+
+
+class DigitTensors(Dataset):
+    """Digits as a fixed float tensor (3 x size x size, normalized), items shaped like tlbench's batches."""
+
+    def __init__(self, size: int, mean: tuple, std: tuple) -> None:
+        digits = load_digits()
+        images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+        self.images = (images - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+        self.labels = torch.tensor(digits.target, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i], "ok": True}
+
+
+def loader(dataset: Dataset, batch: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+class BatchClock(pl.Callback):
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def images_per_second(ends: list[float], warmup: int, batch: int) -> float:
+    timed = ends[warmup - 1 :]
+    return (len(timed) - 1) * batch / (timed[-1] - timed[0])
+
+
+def tlbench_round(model: nn.Module, head: str, data: Dataset, args) -> float:
+    groups = block_groups(model, head)
+    schedule = UnfreezeSchedule(num_groups=len(groups), preset="full")
+    module = FineTuneModule(
+        model,
+        head=head,
+        groups=groups,
+        schedule=schedule,
+        num_classes=10,
+        optimizer=OPTIMIZER,
+        lr_schedule={"name": "cosine", "warmup_steps": 0},
+        lr_decay=0.5,
+    )
+    clock = BatchClock()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        max_epochs=1,
+        limit_train_batches=args.warmup + args.batches,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        callbacks=[ProgressiveUnfreezing(schedule, groups), clock],
+    )
+    trainer.fit(module, train_dataloaders=loader(data, args.batch))
+    assert all(module.trainable_groups), "preset full: every group trains"
+    return images_per_second(clock.ends, args.warmup, args.batch)
+
+
+def plain_round(model: nn.Module, data: Dataset, args) -> float:
+    model.train()
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"], weight_decay=OPTIMIZER["weight_decay"]
+    )
+    criterion = nn.CrossEntropyLoss()
+    ends = []
+    for step, batch in enumerate(loader(data, args.batch)):
+        if step == args.warmup + args.batches:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(batch["image"]), batch["label"])
+        loss.backward()
+        optimizer.step()
+        ends.append(time.perf_counter())
+    return images_per_second(ends, args.warmup, args.batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--size", type=int, default=112, help="input size (square)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3, help="batches excluded from timing, each round")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches, each round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    pl.seed_everything(0, verbose=False)
+
+    backbone = create_backbone(name="efficientnet_lite0", source="efficientnet_lite0_package")
+    model = backbone.model
+    replace_head(model, backbone.head, build_head(model.get_submodule(backbone.head).in_features, 10))
+    plain_model = copy.deepcopy(model)
+    data = DigitTensors(args.size, backbone.data_config["mean"], backbone.data_config["std"])
+
+    tl, plain = [], []
+    for r in range(args.rounds):
+        tl.append(tlbench_round(model, backbone.head, data, args))
+        plain.append(plain_round(plain_model, data, args))
+        print(f"round {r}: tlbench {tl[-1]:.1f} img/s, plain {plain[-1]:.1f} img/s", flush=True)
+    tl_med, plain_med = statistics.median(tl), statistics.median(plain)
+    ratio = tl_med / plain_med
+
+    print(f"\n{'loop':<10}{'median img/s':>14}{'rounds':>30}")
+    print(f"{'tlbench':<10}{tl_med:>14.1f}{', '.join(f'{x:.1f}' for x in tl):>30}")
+    print(f"{'plain':<10}{plain_med:>14.1f}{', '.join(f'{x:.1f}' for x in plain):>30}")
+    print(f"{'ratio':<10}{ratio:>14.3f}{'target >= 0.90':>30}")
+    report = {
+        "benchmark": "finetune_throughput",
+        "model": "efficientnet_lite0 (packaged ImageNet weights) + linear head, 10 classes",
+        "input_size": [3, args.size, args.size],
+        "batch_size": args.batch,
+        "warmup_batches": args.warmup,
+        "timed_batches": args.batches,
+        "rounds": args.rounds,
+        "tlbench_images_per_s": [round(x, 2) for x in tl],
+        "plain_images_per_s": [round(x, 2) for x in plain],
+        "tlbench_median": round(tl_med, 2),
+        "plain_median": round(plain_med, 2),
+        "ratio_tlbench_over_plain": round(ratio, 3),
+        "target_ratio": 0.90,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "host": platform.node(),
+        },
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "finetune_throughput.json").write_text(json.dumps(report, indent=2))
+    sys.exit(0 if ratio >= 0.90 else 1)
+
+
+if __name__ == "__main__":
+    main()
