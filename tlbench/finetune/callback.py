@@ -38,9 +38,12 @@ class ProgressiveUnfreezing(pl.Callback):
                 module.eval()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The backbone arrives in eval mode (extraction's default) and Lightning restores saved modes
+        # rather than calling train(): put everything in train mode, then freeze what is frozen.
+        pl_module.train()
         pl_module.trainable_groups = self.apply(pl_module.backbone, trainer.current_epoch)
         pl_module.refresh_learning_rates()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        # Lightning puts the whole module back in train mode after each validation run.
+        # Re-applied every batch, whatever a validation run or user code did to module modes.
         self._set_frozen_norms(pl_module.backbone, pl_module.trainable_groups)

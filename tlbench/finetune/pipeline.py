@@ -54,9 +54,8 @@ def run_finetune(
     has_val = "val" in datamodule.split_names
     trainer_cfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     ckpt_path = trainer_cfg.pop("ckpt_path", None)
-    several = (isinstance(trainer_cfg.get("devices"), int) and trainer_cfg["devices"] > 1) or trainer_cfg.get(
-        "num_nodes", 1
-    ) > 1
+    devices = trainer_cfg.get("devices", 1)
+    several = devices not in (1, "1", [0]) or trainer_cfg.get("num_nodes", 1) > 1
     if several and trainer_cfg.get("strategy", "auto") == "auto":
         # Frozen groups have requires_grad=False, so DDP must expect parameters without gradients.
         trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
