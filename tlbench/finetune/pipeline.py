@@ -67,7 +67,11 @@ def run_finetune(
         auto_insert_metric_name=False,
         monitor="val/top1" if has_val else None,
         mode="max",
-        save_last=True,
+    )
+    # A separate, unmonitored checkpoint written every epoch: with a monitor, Lightning rewrites
+    # last.ckpt only when the monitored value improves, and a resume must start from the last epoch.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
     curve = EpochCurve()
     trainer_cfg.update(
@@ -76,7 +80,7 @@ def run_finetune(
         logger=instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False,
         num_sanity_val_steps=0,
     )
-    trainer = instantiate(trainer_cfg, callbacks=[ProgressiveUnfreezing(schedule, groups), checkpoint, curve])
+    trainer = instantiate(trainer_cfg, callbacks=[ProgressiveUnfreezing(schedule, groups), checkpoint, last, curve])
     log.info("fine-tuning %s: %d block groups, schedule %s", backbone.name, len(groups), schedule)
 
     t0 = time.perf_counter()
@@ -87,6 +91,7 @@ def run_finetune(
         ckpt_path=ckpt_path,
     )
     fit_s = time.perf_counter() - t0
+    rows = list(curve.rows)  # testing from the best checkpoint restores the curve as it was then
     t0 = time.perf_counter()
     # The best checkpoint on val; without val, the final weights (recorded as such).
     tested = "best" if has_val and checkpoint.best_model_path else "last"
@@ -130,7 +135,7 @@ def run_finetune(
         config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         provenance=provenance(),
         run_dir=str(run_dir),
-        curve=curve.rows,
+        curve=rows,
     )
     if trainer.is_global_zero:  # one writer under DDP
         write_results(result, run_dir)
