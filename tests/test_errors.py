@@ -330,20 +330,3 @@ def test_cli_weights_that_do_not_match_the_model(tmp_path: Path, resnet18_weight
     assert previous.read_text() == '{"earlier": true}'
     # nothing cached from a model that never loaded
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
-
-
-def test_multi_process_extraction_is_refused_not_silently_partial(tmp_path: Path) -> None:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "trainer.accelerator=cpu",
-                "trainer.devices=2",
-                "trainer.default_root_dir=null",
-                "logger=none",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-            ],
-        )
-    with pytest.raises(ConfigError, match=r"trainer\.devices=1"):
-        run(cfg, tmp_path / "run")
-    assert not (tmp_path / "run" / "results.json").exists()

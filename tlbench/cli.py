@@ -10,6 +10,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from tlbench.distributed.environment import process_rank
+
 log = logging.getLogger("tlbench")
 
 
@@ -23,23 +25,34 @@ def config_dir() -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _main(cfg: DictConfig) -> float:
-    from tlbench.errors import TlbenchError
+def _main(cfg: DictConfig) -> float | None:
+    from tlbench.errors import RunFinished, TlbenchError
     from tlbench.results import print_summary
     from tlbench.run import run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         result = run(cfg, run_dir)
+    except RunFinished as done:
+        log.info("%s", done)
+        print(f"tlbench: {done}", file=sys.stderr)
+        return None
     except TlbenchError as exc:
         log.error("%s", exc)
         print(f"tlbench: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if result is None:  # ranks other than 0 under DDP: rank 0 reports
+        return None
     print_summary(result)
     return result.headline
 
 
 def main() -> None:
+    rank = process_rank()
+    if rank > 0 and not {"-m", "--multirun"} & set(sys.argv):
+        # Under srun every rank runs the CLI: only rank 0 writes .hydra/ and tlbench.log; the
+        # others log to tlbench_rank<r>.log in the same (SLURM-job-keyed) run directory.
+        sys.argv += ["hydra.output_subdir=null", f"hydra.job.name=tlbench_rank{rank}"]
     _main()
 
 

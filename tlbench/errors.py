@@ -19,3 +19,8 @@ class WeightsError(TlbenchError):
 
 class ImageDecodeError(TlbenchError):
     """One image file that cannot be decoded; extraction skips it and lists it in results.json."""
+
+
+class RunFinished(Exception):
+    """The run directory already holds this run's result and the job was requeued after writing it:
+    nothing to do, and not an error (the CLI exits 0)."""

@@ -59,5 +59,23 @@ def host_info() -> dict:
     return info
 
 
+def slurm_info() -> dict:
+    """The SLURM job this run belongs to (empty outside SLURM): enough to find its logs and accounting."""
+    keys = (
+        "JOB_ID",
+        "ARRAY_JOB_ID",
+        "ARRAY_TASK_ID",
+        "JOB_NAME",
+        "JOB_NODELIST",
+        "NNODES",
+        "NTASKS",
+        "CPUS_PER_TASK",
+        "RESTART_COUNT",
+        "JOB_PARTITION",
+        "CLUSTER_NAME",
+    )
+    return {key.lower(): os.environ[f"SLURM_{key}"] for key in keys if f"SLURM_{key}" in os.environ}
+
+
 def provenance() -> dict:
-    return {"git": git_state(), "packages": package_versions(), "host": host_info()}
+    return {"git": git_state(), "packages": package_versions(), "host": host_info(), "slurm": slurm_info()}

@@ -4,6 +4,7 @@ classifier. Every component gets plain arguments; only this module reads the com
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,19 @@ from tlbench.data import TransferDataModule
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples
 from tlbench.data.transforms import eval_transform, train_augmentation
+from tlbench.distributed.environment import check_allocation
+from tlbench.distributed.shards import gather_features
 from tlbench.embedding.extractor import FeatureExtractor, assemble
 from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key
-from tlbench.errors import ConfigError, DatasetError, ImageDecodeError
+from tlbench.errors import ConfigError, DatasetError, ImageDecodeError, RunFinished
 from tlbench.finetune.pipeline import run_finetune
 from tlbench.metrics import classification_metrics
 from tlbench.models import Backbone, Tap, create_backbone, resolve_taps
 from tlbench.models.taps import VGG16_FNE_DIM
 from tlbench.provenance import provenance
-from tlbench.results import Result, write_results
+from tlbench.results import RESULTS_FILE, Result, write_results
+from tlbench.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,8 @@ STRATEGIES = (*EXTRACTION_STRATEGIES, "finetune")
 LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed", "train_per_class", "few_shot_seed")
 
 
-def run(cfg: DictConfig, run_dir: str | Path) -> Result:
+def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
+    """The run's Result on rank 0; None on the other ranks of a multi-process run."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
     missing = _missing_values(cfg)
@@ -45,6 +50,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
     strategy = cfg.strategy.name
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(STRATEGIES)}")
+    check_allocation(cfg.trainer.devices, cfg.trainer.num_nodes)
+    check_not_finished(run_dir, overwrite=bool(cfg.get("overwrite", False)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     backbone = create_backbone(
@@ -85,7 +92,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
 
     # --- extraction (cached) ---
     t0 = time.perf_counter()
-    features, cache = _extract_splits(cfg, backbone, taps, transform, datamodule)
+    extracted = _extract_splits(cfg, backbone, taps, transform, datamodule)
+    if extracted is None:  # another rank than 0: its share of the features is with rank 0
+        return None
+    features, cache = extracted
     extract_s = time.perf_counter() - t0
 
     skipped = {
@@ -150,43 +160,74 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result:
 
 def _extract_splits(
     cfg: DictConfig, backbone: Backbone, taps: list[Tap], transform: Any, datamodule: TransferDataModule
-) -> tuple[dict[str, FeatureSet], dict[str, str]]:
-    """Features of every split, from the FeatureStore when present, else by Trainer.predict."""
+) -> tuple[dict[str, FeatureSet], dict[str, str]] | None:
+    """Features of every split, from the FeatureStore when present, else by Trainer.predict on one
+    or several ranks. Rank 0 gets them all; other ranks get None once their share is written."""
     name = datamodule.dataset.name
     store = FeatureStore(cfg.paths.cache_dir)
+    keys = {
+        split: extraction_key(backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision)
+        for split in datamodule.split_names
+    }
+    stored = {split: _cached(cfg, store, key, datamodule, split) for split, key in keys.items()}
+    missing = [split for split, fs in stored.items() if fs is None]
     trainer = None
+    if missing:
+        trainer = build_trainer(cfg)
+        if trainer.world_size > 1:
+            missing = _agree_on_missing(trainer, missing)
+    rank0 = trainer is None or trainer.global_rank == 0
     features: dict[str, FeatureSet] = {}
     cache: dict[str, str] = {}
     for split in datamodule.split_names:
-        samples = datamodule.dataset.splits[split]
-        key = extraction_key(backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision)
-        stored = store.load(key) if cfg.cache else None
-        if stored is not None and _any_now_readable(samples, stored.skipped):
-            log.info("images skipped when %s/%s was cached now decode: extracting again", name, split)
-            stored = None
-        if stored is not None:
-            log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(key))
-            features[split], cache[split] = stored, "hit"
+        if split not in missing:
+            if rank0:
+                log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(keys[split]))
+                features[split], cache[split] = stored[split] or store.load(keys[split]), "hit"
             continue
-        log.info("extracting %s/%s: %d images", name, split, len(samples))
-        if trainer is None:
-            trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-            trainer_cfg.pop("ckpt_path", None)  # fine-tuning only  # type: ignore[union-attr]
-            trainer = instantiate(trainer_cfg)
-            if trainer.world_size > 1:
-                # Trainer.predict returns only this rank's share; gathering and de-duplicating
-                # across ranks is not implemented yet, so refuse rather than report wrong numbers.
-                raise ConfigError(
-                    f"extraction runs in one process for now (trainer.devices={cfg.trainer.devices}, "
-                    f"trainer.num_nodes={cfg.trainer.num_nodes}); set trainer.devices=1 trainer.num_nodes=1"
-                )
+        assert trainer is not None
+        samples = datamodule.dataset.splits[split]
+        log.info("extracting %s/%s: %d images on %d process(es)", name, split, len(samples), trainer.world_size)
         extractor = FeatureExtractor(backbone.model, taps)
         outputs = trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=True)
-        features[split] = assemble(outputs, extractor.layout)
-        cache[split] = "miss"
+        part = assemble(outputs or [], extractor.layout)
+        shard_dir = store.root / "shards" / keys[split]
+        merged = gather_features(part, len(samples), shard_dir, trainer.strategy, f"{name}/{split}")
+        if merged is None:  # not rank 0: its share is with rank 0 now
+            continue
+        features[split], cache[split] = merged, "miss"
         if cfg.cache:
-            store.save(key, features[split], {"backbone": backbone.describe(), "split": split, "dataset": name})
+            meta = {"backbone": backbone.describe(), "split": split, "dataset": name}
+            store.save(keys[split], merged, {**meta, "world_size": trainer.world_size})
+    if not rank0:
+        return None
+    for split in datamodule.split_names:
+        if features.get(split) is None:  # a hit on rank 0 that vanished since (another job replaced it)
+            raise RuntimeError(f"the cached features of {name}/{split} disappeared during the run; run again")
     return features, cache
+
+
+def _cached(
+    cfg: DictConfig, store: FeatureStore, key: str, datamodule: TransferDataModule, split: str
+) -> FeatureSet | None:
+    if not cfg.cache:
+        return None
+    stored = store.load(key)
+    if stored is not None and _any_now_readable(datamodule.dataset.splits[split], stored.skipped):
+        log.info("images skipped when %s/%s was cached now decode: extracting again", datamodule.dataset.name, split)
+        return None
+    return stored
+
+
+def _agree_on_missing(trainer: pl.Trainer, missing: list[str]) -> list[str]:
+    """Rank 0's view of the cache decides for all ranks: a rank that saw a hit while another saw a
+    miss (a concurrent job writing the same entry) would leave the other waiting in predict forever.
+    Needs the process group now; only when the ranks were started outside Lightning (srun, torchrun)."""
+    strategy = trainer.strategy
+    if not strategy.cluster_environment.creates_processes_externally:
+        return missing  # Lightning starts the other ranks inside predict; they check the cache alike
+    strategy.setup_environment()  # idempotent: predict finds the process group initialized
+    return list(strategy.broadcast(missing, src=0))
 
 
 def extraction_key(
@@ -210,6 +251,20 @@ def extraction_key(
         dataset_params=dataset.params,
         split=split,
         content=dataset.splits[split].fingerprint(),
+    )
+
+
+def check_not_finished(run_dir: Path, overwrite: bool) -> None:
+    """A finished result is never replaced silently. A requeued SLURM job that had already written it
+    (killed after the end) stops quietly; anything else is refused unless overwrite=true."""
+    done = run_dir / RESULTS_FILE
+    if overwrite or not done.is_file():
+        return
+    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+        raise RunFinished(f"{run_dir} already holds the result of this job ({RESULTS_FILE}); nothing to do")
+    raise ConfigError(
+        f"{done} already exists: this run directory holds a finished result. Choose another directory "
+        "(hydra.run.dir=...), or pass overwrite=true to run again and replace it"
     )
 
 

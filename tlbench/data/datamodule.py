@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tlbench.data.registry import DatasetSplits, build_dataset
 from tlbench.data.samples import ImageSamples, SubsetSamples
 from tlbench.data.splits import per_class_subset, stratified_split
 from tlbench.errors import ConfigError, ImageDecodeError
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int | None) -> Iterator[None]:
+    """Python's and torch's global RNGs seeded for the block and restored after (timm's transforms
+    draw from both); a no-op for seed None."""
+    if seed is None:
+        yield
+        return
+    python_state, torch_state = random.getstate(), torch.get_rng_state()
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        torch.set_rng_state(torch_state)
 
 
 class TransformedSplit(Dataset):
@@ -30,10 +50,14 @@ class TransformedSplit(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        # (index, seed) from EpochShuffleSampler: the augmentation draws from its own seed, so it does
+        # not depend on which rank or worker loads the sample, nor on what ran before a resume.
+        index, seed = item if isinstance(item, tuple) else (item, None)
         label = int(self.samples.labels[index])
         try:
-            image = self.transform(self.samples.load(index))
+            with seeded_rng(seed):
+                image = self.transform(self.samples.load(index))
             ok = True
         except ImageDecodeError:
             image, ok = torch.zeros(self.input_size), False
@@ -92,15 +116,21 @@ class TransferDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {s: len(self.dataset.splits[s]) for s in self.split_names}
 
-    def loader(self, split: str, training: bool = False) -> DataLoader:
-        """Deterministic, ordered batches with the eval transform; `training`: shuffled, augmented."""
+    def loader(
+        self, split: str, training: bool = False, sampler: Sampler | None = None, world_size: int = 1
+    ) -> DataLoader:
+        """Deterministic, ordered batches with the eval transform; `training`: shuffled, augmented.
+        `sampler` (tlbench.distributed.samplers) replaces the order; `world_size` ranks share it."""
         transform = self.train_transform if training and self.train_transform is not None else self.transform
         dataset = TransformedSplit(self.dataset.splits[split], transform, self.input_size)
+        per_rank = math.ceil(len(dataset) / world_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=training,
-            drop_last=training and len(dataset) > self.batch_size,
+            shuffle=training and sampler is None,
+            sampler=sampler,
+            # a last batch of one image breaks BatchNorm in training; keep at least one batch per rank
+            drop_last=training and per_rank > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),

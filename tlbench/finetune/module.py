@@ -13,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from tlbench.errors import ConfigError
@@ -65,6 +66,8 @@ class FineTuneModule(pl.LightningModule):
                 for kind, average in (("top1", "micro"), ("mean_per_class", "macro"))
             }
         )
+        # Images evaluated, summed over ranks: shows each sample counted exactly once under DDP.
+        self.counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
@@ -83,6 +86,8 @@ class FineTuneModule(pl.LightningModule):
             metric = self.metrics[f"{stage}_{kind}"]
             metric.update(predictions, batch["label"][ok])
             self.log(f"{stage}/{kind}", metric, on_epoch=True, prog_bar=kind == "top1")
+        self.counts[stage].update(torch.tensor(float(ok.sum())))
+        self.log(f"{stage}/images", self.counts[stage], on_epoch=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -5,31 +5,36 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
+from torch.utils.data import DataLoader
 
 from tlbench.data.datamodule import TransferDataModule
+from tlbench.distributed.samplers import EpochShuffleSampler, ShardSampler
 from tlbench.errors import ConfigError, WeightsError
 from tlbench.finetune.callback import ProgressiveUnfreezing
 from tlbench.finetune.curve import EpochCurve
+from tlbench.finetune.epoch_seed import EpochSeed
 from tlbench.finetune.groups import block_groups
 from tlbench.finetune.module import FineTuneModule, build_head, replace_head
+from tlbench.finetune.resume import resume_checkpoint
 from tlbench.finetune.schedule import UnfreezeSchedule
 from tlbench.models.backbones import Backbone
 from tlbench.provenance import provenance
 from tlbench.results import Result, write_results
+from tlbench.trainer import build_trainer, several_processes, trainer_settings
 
 log = logging.getLogger(__name__)
 
 
 def run_finetune(
     cfg: DictConfig, run_dir: Path, backbone: Backbone, datamodule: TransferDataModule, started: float
-) -> Result:
+) -> Result | None:
+    """The Result on rank 0 (which alone writes it); None on the other ranks."""
     strategy = cfg.strategy
     model = backbone.model
     old_head = model.get_submodule(backbone.head)
@@ -52,13 +57,11 @@ def run_finetune(
         lr_decay=float(strategy.lr_decay),
     )
     has_val = "val" in datamodule.split_names
-    trainer_cfg: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
-    ckpt_path = trainer_cfg.pop("ckpt_path", None)
-    devices = trainer_cfg.get("devices", 1)
-    several = devices not in (1, "1", [0]) or trainer_cfg.get("num_nodes", 1) > 1
-    if several and trainer_cfg.get("strategy", "auto") == "auto":
+    settings = trainer_settings(cfg)
+    if several_processes(settings) and settings.get("strategy", "auto") == "auto":
         # Frozen groups have requires_grad=False, so DDP must expect parameters without gradients.
-        trainer_cfg["strategy"] = "ddp_find_unused_parameters_true"
+        settings["strategy"] = "ddp_find_unused_parameters_true"
+    ckpt_path = resume_checkpoint(cfg.trainer.get("ckpt_path"), run_dir)
     if ckpt_path:
         check_checkpoint(module, ckpt_path)
     checkpoint = ModelCheckpoint(
@@ -74,20 +77,34 @@ def run_finetune(
         dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
     curve = EpochCurve()
-    trainer_cfg.update(
+    settings.update(
         max_epochs=int(strategy.epochs),
         enable_checkpointing=True,
         logger=instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False,
         num_sanity_val_steps=0,
+        # tlbench's samplers split the data over the ranks: evaluation without padded duplicates,
+        # training order and augmentation fixed by (seed, epoch) so a resumed run equals a straight one.
+        use_distributed_sampler=False,
     )
-    trainer = instantiate(trainer_cfg, callbacks=[ProgressiveUnfreezing(schedule, groups), checkpoint, last, curve])
+    callbacks = [ProgressiveUnfreezing(schedule, groups), EpochSeed(int(cfg.seed)), checkpoint, last, curve]
+    trainer = build_trainer(cfg, settings, callbacks=callbacks)
     log.info("fine-tuning %s: %d block groups, schedule %s", backbone.name, len(groups), schedule)
+
+    world = trainer.world_size
+
+    def loader(split: str, training: bool = False) -> DataLoader:
+        size = len(datamodule.dataset.splits[split])
+        if training:
+            sampler = EpochShuffleSampler(size, int(cfg.seed), epoch=lambda: trainer.current_epoch)
+        else:
+            sampler = ShardSampler(size)
+        return datamodule.loader(split, training=training, sampler=sampler, world_size=world)
 
     t0 = time.perf_counter()
     trainer.fit(
         module,
-        train_dataloaders=datamodule.train_dataloader(),
-        val_dataloaders=datamodule.val_dataloader() if has_val else None,
+        train_dataloaders=loader("train", training=True),
+        val_dataloaders=loader("val") if has_val else None,
         ckpt_path=ckpt_path,
     )
     fit_s = time.perf_counter() - t0
@@ -95,10 +112,11 @@ def run_finetune(
     t0 = time.perf_counter()
     # The best checkpoint on val; without val, the final weights (recorded as such).
     tested = "best" if has_val and checkpoint.best_model_path else "last"
-    metrics = {}
+    metrics, evaluated = {}, {}
     for split in [s for s in ("val", "test") if s in datamodule.split_names]:
-        out = trainer.test(module, dataloaders=datamodule.loader(split), ckpt_path=tested if tested == "best" else None)
+        out = trainer.test(module, dataloaders=loader(split), ckpt_path=tested if tested == "best" else None)
         metrics[split] = {k: float(out[0][f"test/{k}"]) for k in ("top1", "mean_per_class")}
+        evaluated[split] = int(out[0]["test/images"])
     test_s = time.perf_counter() - t0
 
     result = Result(
@@ -131,14 +149,18 @@ def run_finetune(
             "epochs": int(strategy.epochs),
             "evaluated_checkpoint": tested if tested == "best" else "last epoch (no validation split to select on)",
             "checkpoint_dir": str(run_dir / "checkpoints"),
+            "resumed_from": ckpt_path,
+            "world_size": world,
+            "evaluated_images": evaluated,  # summed over ranks: each image once
         },
         config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         provenance=provenance(),
         run_dir=str(run_dir),
         curve=rows,
     )
-    if trainer.is_global_zero:  # one writer under DDP
-        write_results(result, run_dir)
+    if not trainer.is_global_zero:  # one writer under DDP
+        return None
+    write_results(result, run_dir)
     return result
 
 
