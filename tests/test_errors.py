@@ -250,7 +250,8 @@ def test_imagefolder_root_not_given(tmp_path: Path) -> None:
 
 
 def _previous_results(tmp_path: Path) -> Path:
-    """A results.json from an earlier run in the same run dir: a failed run must leave it alone."""
+    """A results.json from an earlier run in the same run dir: a failed run must leave it alone, even
+    with overwrite=true (which the tests pass so the run gets past the finished-result guard)."""
     path = tmp_path / "run" / "results.json"
     path.parent.mkdir(parents=True)
     path.write_text('{"earlier": true}')
@@ -278,10 +279,23 @@ def test_cli_unknown_config_group_option(tmp_path: Path, group: str, listed: lis
 
 
 @pytest.mark.slow
+def test_cli_run_dir_with_a_finished_result_is_refused(tmp_path: Path) -> None:
+    previous = _previous_results(tmp_path)
+    proc = run_cli(tmp_path, "strategy=last_layer", check=False, timeout=180)
+    assert proc.returncode == 2
+    assert f"tlbench: error: {previous} already exists" in proc.stderr
+    assert "overwrite=true" in proc.stderr and "Traceback" not in proc.stderr
+    assert previous.read_text() == '{"earlier": true}'
+    assert not (tmp_path / "cache").exists()  # refused before any extraction
+
+
+@pytest.mark.slow
 def test_cli_missing_imagefolder_root(tmp_path: Path) -> None:
     previous = _previous_results(tmp_path)
     missing = tmp_path / "nowhere"
-    proc = run_cli(tmp_path, "dataset=imagefolder", f"dataset.root={missing}", check=False, timeout=180)
+    proc = run_cli(
+        tmp_path, "dataset=imagefolder", f"dataset.root={missing}", "overwrite=true", check=False, timeout=180
+    )
     assert proc.returncode == 2
     assert f"tlbench: error: imagefolder root {missing} does not exist" in proc.stderr
     assert LAYOUT_HINT in proc.stderr
@@ -320,6 +334,7 @@ def test_cli_weights_that_do_not_match_the_model(tmp_path: Path, resnet18_weight
         "model=timm",
         "model.name=efficientnet_lite0",
         f"model.weights={resnet18_weights}",
+        "overwrite=true",
         check=False,
         timeout=180,
     )

@@ -31,6 +31,8 @@ def _main(cfg: DictConfig) -> float | None:
     from tlbench.run import run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if process_rank() > 0:
+        _separate_rank_log(run_dir.resolve(), process_rank())
     try:
         result = run(cfg, run_dir)
     except RunFinished as done:
@@ -50,10 +52,23 @@ def _main(cfg: DictConfig) -> float | None:
 def main() -> None:
     rank = process_rank()
     if rank > 0 and not {"-m", "--multirun"} & set(sys.argv):
-        # Under srun every rank runs the CLI: only rank 0 writes .hydra/ and tlbench.log; the
-        # others log to tlbench_rank<r>.log in the same (SLURM-job-keyed) run directory.
-        sys.argv += ["hydra.output_subdir=null", f"hydra.job.name=tlbench_rank{rank}"]
+        # Under srun every rank runs the CLI: only rank 0 writes .hydra/ in the (SLURM-job-keyed)
+        # run directory.
+        sys.argv.append("hydra.output_subdir=null")
     _main()
+
+
+def _separate_rank_log(run_dir: Path, rank: int) -> None:
+    """Ranks other than 0 log to tlbench_rank<r>.log instead of rank 0's tlbench.log (also in
+    submitit jobs, where Hydra set up logging before tlbench runs)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
+            root.removeHandler(handler)
+            handler.close()
+            own = logging.FileHandler(run_dir / f"tlbench_rank{rank}.log")
+            own.setFormatter(handler.formatter)
+            root.addHandler(own)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.environments import LightningEnvironment
 
 from tlbench.data import TransferDataModule
 from tlbench.data.registry import DatasetSplits
@@ -222,10 +223,12 @@ def _cached(
 def _agree_on_missing(trainer: pl.Trainer, missing: list[str]) -> list[str]:
     """Rank 0's view of the cache decides for all ranks: a rank that saw a hit while another saw a
     miss (a concurrent job writing the same entry) would leave the other waiting in predict forever.
-    Needs the process group now; only when the ranks were started outside Lightning (srun, torchrun)."""
+    Needs the process group now, so only where every rank was started outside Lightning (srun,
+    torchrun). When Lightning starts them (LightningEnvironment) rank 0 is not connected until
+    predict launches the others; they check the cache alike, a race remains possible there."""
     strategy = trainer.strategy
-    if not strategy.cluster_environment.creates_processes_externally:
-        return missing  # Lightning starts the other ranks inside predict; they check the cache alike
+    if isinstance(strategy.cluster_environment, LightningEnvironment):
+        return missing
     strategy.setup_environment()  # idempotent: predict finds the process group initialized
     return list(strategy.broadcast(missing, src=0))
 

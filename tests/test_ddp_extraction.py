@@ -1,0 +1,41 @@
+"""Extraction on 2 processes that Lightning starts itself (no SLURM: DDP on CPU with gloo) gives
+exactly the features of 1 process; the SLURM path (srun ranks) is in test_slurm.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import COLORS, read_json, run_cli, write_image
+
+pytestmark = pytest.mark.slow
+TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false", "trainer.accelerator=cpu"]
+
+
+def odd_folder(root: Path) -> Path:
+    for split, count in (("train", 5), ("test", 3)):  # 15 and 9 images: odd, so ranks get unequal shares
+        for c, (name, color) in enumerate(COLORS.items()):
+            for i in range(count):
+                write_image(root / split / name / f"{i}.png", color, seed=100 * c + i + (0 if split == "train" else 50))
+    return root
+
+
+def test_two_lightning_processes_extract_exactly_what_one_does(tmp_path):
+    folder = odd_folder(tmp_path / "folder")
+    results = {}
+    for devices in (1, 2):
+        work = tmp_path / f"d{devices}"
+        work.mkdir()
+        run_cli(work, "dataset=imagefolder", f"dataset.root={folder}", *TINY, f"trainer.devices={devices}")
+        results[devices] = read_json(work / "run" / "results.json")
+    assert results[1]["metrics"] == results[2]["metrics"]
+    assert results[2]["config"]["trainer"]["devices"] == 2
+    entries = {d: sorted((tmp_path / f"d{d}" / "cache").glob("*.npz")) for d in (1, 2)}
+    assert [p.name for p in entries[1]] == [p.name for p in entries[2]] and len(entries[1]) == 2
+    for one, two in zip(entries[1], entries[2]):
+        with np.load(one) as a, np.load(two) as b:
+            assert b["indices"].tolist() == list(range(len(b["indices"])))  # each image once, in order
+            np.testing.assert_array_equal(a["labels"], b["labels"])
+            np.testing.assert_array_equal(a["features"], b["features"])
+    assert not list((tmp_path / "d2" / "cache" / "shards").glob("*/*.npz"))  # shards merged and removed
