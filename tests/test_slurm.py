@@ -117,10 +117,10 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
     state = wait(job)
     log = output(tmp_path, job)
     assert state["JobState"] == "COMPLETED", log[-3000:]
-    assert "MEMBER: 2/2" in log and "21 images on 2 process(es)" in log
     ddp_dir = run_dir(tmp_path, job)
     ddp = read_json(ddp_dir / "results.json")
-    assert ddp["provenance"]["slurm"]["ntasks"] == "2"
+    assert ddp["provenance"]["slurm"]["ntasks"] == "2" and ddp["world_size"] == 2, log[-3000:]
+    assert "21 images on 2 process(es)" in (ddp_dir / "tlbench.log").read_text()
     assert (ddp_dir / "tlbench_rank1.log").is_file()  # rank 1 logs beside rank 0, writes nothing else
 
     single_tmp = tmp_path / "single"
@@ -154,7 +154,7 @@ def test_ddp_finetuning_on_two_ranks(cluster, tmp_path, odd_folder):
     assert state["JobState"] == "COMPLETED", log[-3000:]
     folder = run_dir(tmp_path, job)
     result = read_json(folder / "results.json")
-    assert result["classifier"]["world_size"] == 2
+    assert result["world_size"] == 2
     # metrics synced over the ranks, every image counted once (9 and 7 do not split evenly)
     assert result["classifier"]["evaluated_images"] == {"val": 7, "test": 9}
     assert [row["epoch"] for row in result["curve"]] == [0, 1]
@@ -284,3 +284,71 @@ def test_devices_not_matching_the_allocation_is_refused(cluster, tmp_path, odd_f
     log = output(tmp_path, job)
     assert "trainer.devices=1 but SLURM starts 2 task(s) per node" in log
     assert "Initializing distributed" not in log  # refused before any rank waits for the others
+
+
+def test_submitit_gpu_profile_runs_each_point_as_a_ddp_job(cluster, tmp_path, odd_folder):
+    """The 4-GPU profile, shrunk to 2 tasks for this 2-core machine: each rank runs the Hydra job,
+    Lightning takes the ranks from SLURM, and the extraction is merged once."""
+    proc = run_cli(
+        tmp_path,
+        "-m",
+        "hydra/launcher=slurm_gpu",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=10",
+        "dataset=imagefolder",
+        f"dataset.root={odd_folder}",
+        *TINY,
+        "strategy=fne",
+        timeout=400,
+    )
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
+    result = read_json(sweep / "0" / "results.json")
+    assert result["world_size"] == 2, proc.stderr[-3000:]
+    assert result["provenance"]["slurm"]["ntasks"] == "2"
+    assert result["cache"] == {"train": "miss", "test": "miss"}
+    assert (sweep / "0" / "tlbench_rank1.log").is_file()
+    rank0_log = (sweep / "0" / "tlbench.log").read_text()
+    assert "on 2 process(es)" in rank0_log and rank0_log.count("extracting imagefolder/train") == 1
+
+
+def test_submitit_requeue_resumes_the_sweep_point_from_its_checkpoint(cluster, tmp_path, odd_folder):
+    """USR2 (submitit's preemption signal): submitit requeues the job, which reruns the same sweep
+    point in the same folder; fine-tuning resumes from last.ckpt instead of starting over."""
+    env = {
+        **os.environ,
+        "TLBENCH_OUTPUT_DIR": str(tmp_path / "outputs"),
+        "TLBENCH_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    args = [
+        sys.executable, "-m", "tlbench.cli", "-m",
+        "hydra/launcher=slurm_cpu", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=10", "dataset=imagefolder", f"dataset.root={odd_folder}",
+        "strategy=finetune", "strategy.epochs=4", "dataset.batch_size=8", "dataset.val_fraction=0.3",
+    ]  # fmt: skip
+    launcher = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 240
+        checkpoints = None
+        while time.monotonic() < deadline and checkpoints is None:
+            found = list((tmp_path / "outputs" / "multiruns").glob("*/0/checkpoints/last.ckpt"))
+            checkpoints = found[0].parent if found else None
+            time.sleep(0.2)
+        assert checkpoints is not None, "no checkpoint appeared"
+        job = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        _requeue_and_restart(job)
+        out, _ = launcher.communicate(timeout=400)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, out[-3000:]
+    folder = checkpoints.parent
+    result = read_json(folder / "results.json")
+    assert result["provenance"]["slurm"]["restart_count"] == "1"
+    assert result["classifier"]["resumed_from"] == str(checkpoints / "last.ckpt")
+    assert [row["epoch"] for row in result["curve"]] == [0, 1, 2, 3]
+    logs = "".join(p.read_text() for p in folder.parent.glob(".submitit/*/*_log.*"))
+    assert "auto-requeueing enabled" not in logs  # submitit's requeue only (its log keeps the last attempt)

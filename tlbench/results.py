@@ -36,6 +36,7 @@ class Result:
     run_dir: str = ""
     layout: list[tuple[str, int]] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)  # fine-tuning: one row per epoch
+    world_size: int = 1  # processes (ranks) that extracted or trained; 1 when every split was cached
 
     @property
     def headline(self) -> float:

@@ -96,7 +96,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     extracted = _extract_splits(cfg, backbone, taps, transform, datamodule)
     if extracted is None:  # another rank than 0: its share of the features is with rank 0
         return None
-    features, cache = extracted
+    features, cache, world_size = extracted
     extract_s = time.perf_counter() - t0
 
     skipped = {
@@ -153,6 +153,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         provenance=provenance(),
         run_dir=str(run_dir),
         layout=train.layout,
+        world_size=world_size,
     )
     write_results(result, run_dir)
     _log_to_logger(cfg, result)
@@ -161,9 +162,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
 
 def _extract_splits(
     cfg: DictConfig, backbone: Backbone, taps: list[Tap], transform: Any, datamodule: TransferDataModule
-) -> tuple[dict[str, FeatureSet], dict[str, str]] | None:
+) -> tuple[dict[str, FeatureSet], dict[str, str], int] | None:
     """Features of every split, from the FeatureStore when present, else by Trainer.predict on one
-    or several ranks. Rank 0 gets them all; other ranks get None once their share is written."""
+    or several ranks, with the cache outcome per split and the number of ranks. Rank 0 gets them
+    all; other ranks get None once their share is written."""
     name = datamodule.dataset.name
     store = FeatureStore(cfg.paths.cache_dir)
     keys = {
@@ -205,7 +207,7 @@ def _extract_splits(
     for split in datamodule.split_names:
         if features.get(split) is None:  # a hit on rank 0 that vanished since (another job replaced it)
             raise RuntimeError(f"the cached features of {name}/{split} disappeared during the run; run again")
-    return features, cache
+    return features, cache, trainer.world_size if trainer is not None else 1
 
 
 def _cached(

@@ -150,13 +150,13 @@ def run_finetune(
             "evaluated_checkpoint": tested if tested == "best" else "last epoch (no validation split to select on)",
             "checkpoint_dir": str(run_dir / "checkpoints"),
             "resumed_from": ckpt_path,
-            "world_size": world,
             "evaluated_images": evaluated,  # summed over ranks: each image once
         },
         config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         provenance=provenance(),
         run_dir=str(run_dir),
         curve=rows,
+        world_size=world,
     )
     if not trainer.is_global_zero:  # one writer under DDP
         return None
