@@ -33,7 +33,7 @@ from tlbench.finetune.resume import resume_checkpoint
 from tlbench.run import check_not_finished
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}$")
-LAUNCHER_VARIABLES = ("RANK", "SUBMITIT_EXECUTOR")
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "SUBMITIT_EXECUTOR")
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +141,16 @@ def test_tasks_per_node_derived_with_job_num_nodes(monkeypatch: pytest.MonkeyPat
 def test_tasks_per_node_uneven_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     set_env(monkeypatch, SLURM_NTASKS=5, SLURM_NNODES=2)
     assert env.slurm_tasks_per_node() is None
+
+
+def test_launched_world_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert env.launched_world_size() == 1
+    set_env(monkeypatch, SLURM_NTASKS=4, SLURM_JOB_ID=1)
+    assert env.launched_world_size() == 1  # the batch shell: srun has not started the ranks
+    set_env(monkeypatch, SLURM_STEP_ID=0)
+    assert env.launched_world_size() == 4
+    set_env(monkeypatch, WORLD_SIZE=8)  # torchrun's WORLD_SIZE wins
+    assert env.launched_world_size() == 8
 
 
 def test_process_rank(monkeypatch: pytest.MonkeyPatch) -> None:

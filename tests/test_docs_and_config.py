@@ -31,12 +31,14 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
 
 
 def test_readme_config_table_matches_conf_tree():
-    rows = re.findall(r"^\| `(\w+)` \| (.*?) \|", README, re.M)
+    rows = re.findall(r"^\| `([\w/]+)` \| (.*?) \|", README, re.M)
     groups = {group: re.findall(r"`([\w-]+)`", options) for group, options in rows}
     conf = config_dir()
     for group in ("dataset", "model", "strategy", "classifier", "trainer", "logger", "paths"):
         on_disk = sorted(p.stem for p in (conf / group).glob("*.yaml"))
         assert sorted(groups[group]) == on_disk, f"README options for {group}"
+    launchers = sorted(p.stem for p in (conf / "hydra" / "launcher").glob("*.yaml"))
+    assert sorted(groups["hydra/launcher"]) == sorted(["basic", *launchers]), "README options for hydra/launcher"
 
 
 @pytest.mark.parametrize(

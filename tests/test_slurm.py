@@ -140,6 +140,13 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
             np.testing.assert_array_equal(x["features"], y["features"])
     assert not (tmp_path / "cache" / "shards").exists() or not any((tmp_path / "cache" / "shards").iterdir())
 
+    # again on 2 ranks: rank 0 finds everything cached and tells rank 1, which reads nothing
+    again = submit(tmp_path, "tlbench_1node.sbatch", *overrides)
+    assert wait(again)["JobState"] == "COMPLETED", output(tmp_path, again)[-3000:]
+    rerun = read_json(run_dir(tmp_path, again) / "results.json")
+    assert rerun["cache"] == {"train": "hit", "test": "hit"} and rerun["world_size"] == 1
+    assert rerun["metrics"] == ddp["metrics"]
+
 
 def read_meta(npz: Path) -> dict:
     return read_json(npz.with_suffix(".json"))

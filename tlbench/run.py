@@ -19,7 +19,7 @@ from tlbench.data import TransferDataModule
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples
 from tlbench.data.transforms import eval_transform, train_augmentation
-from tlbench.distributed.environment import check_allocation
+from tlbench.distributed.environment import check_allocation, launched_world_size, process_rank
 from tlbench.distributed.shards import gather_features
 from tlbench.embedding.extractor import FeatureExtractor, assemble
 from tlbench.embedding.postprocess import FeaturePostprocess
@@ -172,13 +172,22 @@ def _extract_splits(
         split: extraction_key(backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision)
         for split in datamodule.split_names
     }
-    stored = {split: _cached(cfg, store, key, datamodule, split) for split, key in keys.items()}
-    missing = [split for split, fs in stored.items() if fs is None]
+
+    def look_up() -> tuple[dict[str, FeatureSet | None], list[str]]:
+        found = {split: _cached(cfg, store, key, datamodule, split) for split, key in keys.items()}
+        return found, [split for split, fs in found.items() if fs is None]
+
+    # Ranks that srun or torchrun started (rank > 0 in the environment) leave the cache to rank 0,
+    # which tells them what to extract (possibly nothing); they would read every cached matrix
+    # only to drop it.
+    stored, missing = look_up() if process_rank() == 0 else ({}, None)
     trainer = None
-    if missing:
+    if missing is None or missing or launched_world_size() > 1:
         trainer = build_trainer(cfg)
         if trainer.world_size > 1:
             missing = _agree_on_missing(trainer, missing)
+        if missing is None:  # a rank variable set, yet one process: look for itself
+            stored, missing = look_up()
     rank0 = trainer is None or trainer.global_rank == 0
     features: dict[str, FeatureSet] = {}
     cache: dict[str, str] = {}
@@ -186,7 +195,7 @@ def _extract_splits(
         if split not in missing:
             if rank0:
                 log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(keys[split]))
-                features[split], cache[split] = stored[split] or store.load(keys[split]), "hit"
+                features[split], cache[split] = stored[split], "hit"  # type: ignore[assignment]
             continue
         assert trainer is not None
         samples = datamodule.dataset.splits[split]
@@ -204,10 +213,7 @@ def _extract_splits(
             store.save(keys[split], merged, {**meta, "world_size": trainer.world_size})
     if not rank0:
         return None
-    for split in datamodule.split_names:
-        if features.get(split) is None:  # a hit on rank 0 that vanished since (another job replaced it)
-            raise RuntimeError(f"the cached features of {name}/{split} disappeared during the run; run again")
-    return features, cache, trainer.world_size if trainer is not None else 1
+    return features, cache, trainer.world_size if trainer is not None and missing else 1
 
 
 def _cached(
@@ -222,7 +228,7 @@ def _cached(
     return stored
 
 
-def _agree_on_missing(trainer: pl.Trainer, missing: list[str]) -> list[str]:
+def _agree_on_missing(trainer: pl.Trainer, missing: list[str] | None) -> list[str] | None:
     """Rank 0's view of the cache decides for all ranks: a rank that saw a hit while another saw a
     miss (a concurrent job writing the same entry) would leave the other waiting in predict forever.
     Needs the process group now, so only where every rank was started outside Lightning (srun,
@@ -232,7 +238,7 @@ def _agree_on_missing(trainer: pl.Trainer, missing: list[str]) -> list[str]:
     if isinstance(strategy.cluster_environment, LightningEnvironment):
         return missing
     strategy.setup_environment()  # idempotent: predict finds the process group initialized
-    return list(strategy.broadcast(missing, src=0))
+    return strategy.broadcast(missing, src=0)
 
 
 def extraction_key(

@@ -67,6 +67,16 @@ def process_rank() -> int:
     return 0
 
 
+def launched_world_size() -> int:
+    """Processes started together by torchrun (WORLD_SIZE) or srun (SLURM_NTASKS); 1 otherwise,
+    also when Lightning itself will start them (it sets the variables only in its children)."""
+    if os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["WORLD_SIZE"])
+    if slurm_managed() and srun_step() is not None and os.environ.get("SLURM_NTASKS", "").isdigit():
+        return int(os.environ["SLURM_NTASKS"])
+    return 1
+
+
 def slurm_default(what: str, default: Any) -> Any:
     """Defaults for the config (the `slurm` resolver): tasks_per_node, nodes, workers."""
     if not slurm_managed():
