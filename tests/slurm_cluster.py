@@ -78,6 +78,9 @@ def write_conf() -> None:
                 # written; torch finds no CUDA device here and the ranks run on the CPU (gloo).
                 "GresTypes=gpu",
                 "SchedulerParameters=sched_interval=1",
+                # Job ids that differ from the last session's: Lightning derives the DDP port from
+                # the id's last 4 digits, and a reused id could meet its predecessor's port in TIME_WAIT.
+                f"FirstJobId={10_000 + int(time.time()) % 80_000}",
                 # The node is declared like the target cluster's (160 hardware threads, 4 GPUs), so
                 # `sbatch --test-only` judges the templates as written; slurmd trusts this config.
                 "SlurmdParameters=config_overrides",
@@ -125,7 +128,8 @@ def start(timeout: float = 60.0) -> None:
     install()
     _start_munge()
     _stop_daemons()
-    shutil.rmtree(STATE / "state", ignore_errors=True)  # no jobs left from an earlier cluster
+    for sub in ("state", "spool"):  # no job of an earlier cluster comes back
+        shutil.rmtree(STATE / sub, ignore_errors=True)
     write_conf()
     _sh("slurmctld", "-i")
     _sh("slurmd")

@@ -334,24 +334,24 @@ def test_submitit_requeue_resumes_the_sweep_point_from_its_checkpoint(cluster, t
         "hydra.launcher.timeout_min=10", "dataset=imagefolder", f"dataset.root={odd_folder}",
         "strategy=finetune", "strategy.epochs=4", "dataset.batch_size=8", "dataset.val_fraction=0.3",
     ]  # fmt: skip
-    launcher = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    log = tmp_path / "launcher.log"  # a file, not a pipe: submitit's polling output would fill a pipe
+    with log.open("w") as sink:
+        launcher = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
         checkpoints = None
-        while time.monotonic() < deadline and checkpoints is None:
+        while time.monotonic() < deadline and checkpoints is None and launcher.poll() is None:
             found = list((tmp_path / "outputs" / "multiruns").glob("*/0/checkpoints/last.ckpt"))
             checkpoints = found[0].parent if found else None
             time.sleep(0.2)
-        assert checkpoints is not None, "no checkpoint appeared"
+        assert checkpoints is not None, f"no checkpoint appeared:\n{log.read_text()[-3000:]}"
         job = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
         _requeue_and_restart(job)
-        out, _ = launcher.communicate(timeout=400)
+        launcher.wait(timeout=400)
     finally:
         launcher.kill()
-    assert launcher.returncode == 0, out[-3000:]
+    assert launcher.returncode == 0, log.read_text()[-3000:]
     folder = checkpoints.parent
     result = read_json(folder / "results.json")
     assert result["provenance"]["slurm"]["restart_count"] == "1"
