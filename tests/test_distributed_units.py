@@ -419,6 +419,19 @@ def test_seeded_rng_restores_global_state() -> None:
     assert inside[0] == again[0] and torch.equal(inside[1], again[1])
 
 
+def test_seeded_rng_seeds_and_restores_numpy_too() -> None:
+    """timm's RandAugment picks its operations with numpy's global RNG."""
+    np.random.seed(7)
+    expected = np.random.rand(3)
+    np.random.seed(7)
+    with seeded_rng(5):
+        inside = np.random.rand(3)
+    np.testing.assert_array_equal(np.random.rand(3), expected)
+    np.random.seed(99)  # another numpy state before the block: the same draws inside
+    with seeded_rng(5):
+        np.testing.assert_array_equal(np.random.rand(3), inside)
+
+
 def test_seeded_rng_restores_after_an_exception() -> None:
     state = torch.get_rng_state()
     python_state = random.getstate()
@@ -598,11 +611,13 @@ def test_resume_last_checkpoint(tmp_path: Path) -> None:
     assert resume_checkpoint(None, tmp_path) == str(last)
 
 
-def test_resume_explicit_path_wins(tmp_path: Path) -> None:
+def test_resume_explicit_path_until_the_run_has_its_own_checkpoint(tmp_path: Path) -> None:
+    assert resume_checkpoint("/elsewhere/epoch=3.ckpt", tmp_path) == "/elsewhere/epoch=3.ckpt"
+    # a requeued continuation resumes its own progress, not the other run's checkpoint again
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
     last.write_bytes(b"last")
-    assert resume_checkpoint("/elsewhere/epoch=3.ckpt", tmp_path) == "/elsewhere/epoch=3.ckpt"
+    assert resume_checkpoint("/elsewhere/epoch=3.ckpt", tmp_path) == str(last)
 
 
 def test_resume_sets_mid_epoch_checkpoints_aside(tmp_path: Path) -> None:
@@ -669,3 +684,33 @@ def test_check_not_finished_overwrite(monkeypatch: pytest.MonkeyPatch, tmp_path:
     set_env(monkeypatch, SLURM_RESTART_COUNT=2)
     check_not_finished(tmp_path, overwrite=True)
     assert results.read_text() == "{}"
+
+
+# --- tlbench.distributed.environment.check_split_sizes ---
+
+
+def test_split_smaller_than_the_processes_is_refused() -> None:
+    env.check_split_sizes({"train": 21, "test": 9}, devices=4, num_nodes=2)
+    env.check_split_sizes({"train": 1}, devices="auto", num_nodes=1)  # unknown count: not checked
+    with pytest.raises(ConfigError, match=r"'test': 3.*8: trainer.devices=4 x trainer.num_nodes=2"):
+        env.check_split_sizes({"train": 21, "test": 3}, devices=4, num_nodes=2)
+
+
+# --- tlbench.distributed.requeue ---
+
+
+def test_sigusr1_during_the_classifier_fit_requeues_the_array_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from tlbench.distributed import requeue
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(requeue.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    set_env(monkeypatch, SLURM_NTASKS=1, SLURM_JOB_ID=80, SLURM_ARRAY_JOB_ID=77, SLURM_ARRAY_TASK_ID=3)
+    before = signal.getsignal(signal.SIGUSR1)
+    with requeue.requeue_on_sigusr1("lightning"):
+        os.kill(os.getpid(), signal.SIGUSR1)
+    assert calls == [["scontrol", "requeue", "77_3"]]
+    assert signal.getsignal(signal.SIGUSR1) == before  # restored for Lightning's own handler
+    with requeue.requeue_on_sigusr1("submitit"):  # submitit owns requeueing: nothing installed
+        assert signal.getsignal(signal.SIGUSR1) == before

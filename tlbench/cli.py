@@ -63,7 +63,7 @@ def _separate_rank_log(run_dir: Path, rank: int) -> None:
     submitit jobs, where Hydra set up logging before tlbench runs)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().parent == run_dir:
             root.removeHandler(handler)
             handler.close()
             own = logging.FileHandler(run_dir / f"tlbench_rank{rank}.log")

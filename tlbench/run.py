@@ -19,7 +19,14 @@ from tlbench.data import TransferDataModule
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples
 from tlbench.data.transforms import eval_transform, train_augmentation
-from tlbench.distributed.environment import check_allocation, launched_world_size, process_rank
+from tlbench.distributed.environment import (
+    check_allocation,
+    check_split_sizes,
+    launched_world_size,
+    process_rank,
+    requeue_owner,
+)
+from tlbench.distributed.requeue import requeue_on_sigusr1
 from tlbench.distributed.shards import gather_features
 from tlbench.embedding.extractor import FeatureExtractor, assemble
 from tlbench.embedding.postprocess import FeaturePostprocess
@@ -80,6 +87,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         **loader_args,
         **data_cfg,
     )
+    check_split_sizes(datamodule.split_sizes(), cfg.trainer.devices, cfg.trainer.num_nodes)
     if strategy == "finetune":
         return run_finetune(cfg, run_dir, backbone, datamodule, started)
     taps_spec = OmegaConf.to_container(cfg.strategy.taps) if OmegaConf.is_list(cfg.strategy.taps) else cfg.strategy.taps
@@ -93,7 +101,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
 
     # --- extraction (cached) ---
     t0 = time.perf_counter()
-    extracted = _extract_splits(cfg, backbone, taps, transform, datamodule)
+    extracted = _extract_splits(cfg, backbone, taps, transform, datamodule, run_dir)
     if extracted is None:  # another rank than 0: its share of the features is with rank 0
         return None
     features, cache, world_size = extracted
@@ -113,19 +121,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         raise RuntimeError(f"VGG16 FNE must have {VGG16_FNE_DIM} dimensions, got {train.dim}")
     _check_classes_seen(features, datamodule.classes)
 
-    # --- post-processing and classifier ---
-    t0 = time.perf_counter()
-    post.fit(train.features)
-    train_x = post.transform(train.features)
-    classifier.fit(train_x, train.labels)
-    fit_s = time.perf_counter() - t0
+    # --- post-processing and classifier (no Trainer runs: tlbench handles the requeue signal) ---
+    with requeue_on_sigusr1(requeue_owner(str(cfg.slurm.requeue))):
+        t0 = time.perf_counter()
+        post.fit(train.features)
+        train_x = post.transform(train.features)
+        classifier.fit(train_x, train.labels)
+        fit_s = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    metrics = {}
-    for split in (s for s in ("val", "test") if s in features):
-        predictions = classifier.predict(post.transform(features[split].features))
-        metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
-    evaluate_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = {}
+        for split in (s for s in ("val", "test") if s in features):
+            predictions = classifier.predict(post.transform(features[split].features))
+            metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
+        evaluate_s = time.perf_counter() - t0
 
     result = Result(
         dataset=name,
@@ -161,7 +170,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
 
 
 def _extract_splits(
-    cfg: DictConfig, backbone: Backbone, taps: list[Tap], transform: Any, datamodule: TransferDataModule
+    cfg: DictConfig,
+    backbone: Backbone,
+    taps: list[Tap],
+    transform: Any,
+    datamodule: TransferDataModule,
+    run_dir: Path,
 ) -> tuple[dict[str, FeatureSet], dict[str, str], int] | None:
     """Features of every split, from the FeatureStore when present, else by Trainer.predict on one
     or several ranks, with the cache outcome per split and the number of ranks. Rank 0 gets them
@@ -203,7 +217,9 @@ def _extract_splits(
         extractor = FeatureExtractor(backbone.model, taps)
         outputs = trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=True)
         part = assemble(outputs or [], extractor.layout)
-        shard_dir = store.root / "shards" / keys[split]
+        # In the run directory: the same for all ranks of this job, and never another job's (sweep
+        # points that differ only in the classifier share the cache key, not the run directory).
+        shard_dir = run_dir / "shards" / split
         merged = gather_features(part, len(samples), shard_dir, trainer.strategy, f"{name}/{split}")
         if merged is None:  # not rank 0: its share is with rank 0 now
             continue

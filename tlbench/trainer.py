@@ -23,7 +23,9 @@ def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def several_processes(settings: dict[str, Any]) -> bool:
-    return (device_count(settings.get("devices", 1)) or 1) > 1 or int(settings.get("num_nodes", 1)) > 1
+    """Possibly more than one process: `auto` / -1 devices count as several (all GPUs of a node)."""
+    count = device_count(settings.get("devices", 1))
+    return count is None or count > 1 or int(settings.get("num_nodes", 1)) > 1
 
 
 def build_trainer(cfg: DictConfig, settings: dict[str, Any] | None = None, **kwargs: Any) -> pl.Trainer:

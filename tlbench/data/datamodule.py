@@ -8,6 +8,7 @@ import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -20,19 +21,21 @@ from tlbench.errors import ConfigError, ImageDecodeError
 
 @contextlib.contextmanager
 def seeded_rng(seed: int | None) -> Iterator[None]:
-    """Python's and torch's global RNGs seeded for the block and restored after (timm's transforms
-    draw from both); a no-op for seed None."""
+    """Python's, numpy's and torch's global RNGs seeded for the block and restored after (timm's
+    transforms draw from all three: RandAugment picks its ops with numpy); a no-op for seed None."""
     if seed is None:
         yield
         return
-    python_state, torch_state = random.getstate(), torch.get_rng_state()
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(seed)
+    np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     try:
         yield
     finally:
-        random.setstate(python_state)
-        torch.set_rng_state(torch_state)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 class TransformedSplit(Dataset):

@@ -132,6 +132,21 @@ def check_allocation(devices: Any, num_nodes: Any) -> None:
         )
 
 
+def check_split_sizes(sizes: dict[str, int], devices: Any, num_nodes: Any) -> None:
+    """Every rank needs at least one image of every split: with none, Lightning's predict sampler
+    fails and a rank without val/test batches would leave the others waiting in the metric sync."""
+    processes = device_count(devices)
+    if processes is None:
+        return
+    processes *= int(num_nodes)
+    small = {split: n for split, n in sizes.items() if n < processes}
+    if small:
+        raise ConfigError(
+            f"the splits {small} have fewer images than the run has processes ({processes}: trainer.devices="
+            f"{devices} x trainer.num_nodes={num_nodes}); run this dataset on fewer processes"
+        )
+
+
 def requeue_owner(setting: str) -> str:
     """Who requeues a preempted or timed-out job: Lightning (sbatch templates) or submitit (the Hydra
     launcher, which signals with USR2 and resubmits itself). Never both."""

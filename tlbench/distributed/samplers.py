@@ -25,8 +25,13 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+# Negative "indices" name the other seeded streams, so none shares a seed with an image.
+PERMUTATION_STREAM = -1
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A per-sample augmentation seed (63 bits): independent of ranks, workers and history."""
+    """A per-sample augmentation seed (63 bits): independent of ranks, workers and history.
+    Negative indices are for other streams (the permutation, the per-rank global reseed)."""
     mixed = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
     return mixed >> 1
 
@@ -58,7 +63,7 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rank, world = rank_and_world()
         epoch = int(self.epoch())
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, 0))
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, PERMUTATION_STREAM))
         order = torch.randperm(self.size, generator=generator).tolist()
         total = math.ceil(self.size / world) * world
         order = (order * math.ceil(total / max(self.size, 1)))[:total]

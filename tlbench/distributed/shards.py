@@ -1,11 +1,12 @@
 """Extraction over several ranks: each rank writes its share of a split as a shard, rank 0 merges
 them into one FeatureSet, counting every sample exactly once.
 
-Trainer.predict under DDP gives each rank a part of the dataset (a DistributedSampler pads the last
-part with repeated samples). The samples carry their dataset index, so the merge drops repeats,
-checks that every index is present, and orders the rows by index: the features, and the accuracy,
-are the same with 1, 2 or N ranks. Shards go through the file system (the FeatureStore's atomic
-writes) rather than a collective, so a 75,000 x 12,416 matrix never sits in GPU memory or a pickle.
+Trainer.predict under DDP gives each rank a part of the dataset (Lightning's unpadded sampler for
+predict; a plain DistributedSampler would pad the last part with repeated samples). The samples
+carry their dataset index, so the merge drops any repeat, checks that every index is present, and
+orders the rows by index: the features, and the accuracy, are the same with 1, 2 or N ranks.
+Shards go through the file system (the FeatureStore's atomic writes, in the run directory) rather
+than a collective, so a 75,000 x 12,416 matrix never sits in GPU memory or a pickle.
 """
 
 from __future__ import annotations

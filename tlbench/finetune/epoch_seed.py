@@ -18,7 +18,7 @@ class EpochSeed(pl.Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = sample_seed(self.seed, trainer.current_epoch, trainer.global_rank + 1)
+        value = sample_seed(self.seed, trainer.current_epoch, -2 - trainer.global_rank)  # not an image's seed
         random.seed(value)
         np.random.seed(value % 2**32)
         torch.manual_seed(value)

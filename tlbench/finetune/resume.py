@@ -1,5 +1,5 @@
-"""Where a fine-tuning run resumes from: an explicit trainer.ckpt_path, else the run directory's own
-last.ckpt (a requeued SLURM job, or a submitit resubmission, lands in the same directory).
+"""Where a fine-tuning run resumes from: the run directory's own last.ckpt (a requeued SLURM job, or
+a submitit resubmission, lands in the same directory), else an explicit trainer.ckpt_path.
 
 Resuming is at epoch boundaries only. Lightning's SIGUSR1 handler also writes a mid-epoch
 hpc_ckpt_<n>.ckpt before requeueing, but Lightning restarts that epoch's data from the beginning,
@@ -18,14 +18,14 @@ log = logging.getLogger(__name__)
 
 
 def resume_checkpoint(explicit: str | None, run_dir: Path) -> str | None:
+    """This run directory's own last.ckpt first: a requeued continuation of another run (explicit
+    trainer.ckpt_path) must not start over from that run's checkpoint at every attempt."""
     set_aside_mid_epoch_checkpoints(run_dir)
-    if explicit:
-        return explicit
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("resuming from %s (this run directory's last completed epoch)", last)
         return str(last)
-    return None
+    return explicit or None
 
 
 def set_aside_mid_epoch_checkpoints(run_dir: Path) -> None:
