@@ -359,3 +359,13 @@ def test_submitit_requeue_resumes_the_sweep_point_from_its_checkpoint(cluster, t
     assert [row["epoch"] for row in result["curve"]] == [0, 1, 2, 3]
     logs = "".join(p.read_text() for p in folder.parent.glob(".submitit/*/*_log.*"))
     assert "auto-requeueing enabled" not in logs  # submitit's requeue only (its log keeps the last attempt)
+
+
+def test_array_line_that_does_not_parse_stops_instead_of_running_the_defaults(cluster, tmp_path):
+    sweep = tmp_path / "sweep.txt"
+    sweep.write_text("dataset=digits 'strategy=fne\n")  # unbalanced quote
+    job = submit(tmp_path, "tlbench_array.sbatch", str(sweep), sbatch=("--array=0", "--ntasks-per-node=1"))
+    wait(job, timeout=60)
+    assert job_state(f"{job}_0")["JobState"] == "FAILED"
+    assert "cannot split line 0" in output(tmp_path, job)
+    assert not (tmp_path / "outputs").exists()  # no run started with the default config
