@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from tlbench.distributed.environment import process_rank
@@ -29,10 +30,12 @@ def _main(cfg: DictConfig) -> float | None:
     from tlbench.errors import RunFinished, TlbenchError
     from tlbench.results import print_summary
     from tlbench.run import run
+    from tlbench.sweep import write_failure
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if process_rank() > 0:
         _separate_rank_log(run_dir.resolve(), process_rank())
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         result = run(cfg, run_dir)
     except RunFinished as done:
@@ -42,7 +45,16 @@ def _main(cfg: DictConfig) -> float | None:
     except TlbenchError as exc:
         log.error("%s", exc)
         print(f"tlbench: error: {exc}", file=sys.stderr)
+        if multirun:  # one bad sweep point: record it, go on with the others
+            write_failure(run_dir, exc)
+            return None
         raise SystemExit(2) from None
+    except Exception as exc:
+        if not multirun:
+            raise
+        log.exception("job failed: %s", exc)  # a bug, not bad input: keep the traceback
+        write_failure(run_dir, exc)
+        return None
     if result is None:  # ranks other than 0 under DDP: rank 0 reports
         return None
     print_summary(result)
@@ -56,6 +68,10 @@ def main() -> None:
         # run directory.
         sys.argv.append("hydra.output_subdir=null")
     _main()
+    from tlbench.sweep import failed_jobs
+
+    if failed_jobs:  # a multirun whose summary listed failures
+        raise SystemExit(1)
 
 
 def _separate_rank_log(run_dir: Path, rank: int) -> None:
