@@ -1,0 +1,65 @@
+"""tlbench-report PATH... : one table from the results.json files of many runs.
+
+tlbench-report outputs/multiruns/2026-11-28_10-00-00
+tlbench-report outputs/ --rows model --cols dataset --metric top1 --out report/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tlbench.errors import TlbenchError
+from tlbench.report.collect import collect
+from tlbench.report.plot import save_figure
+from tlbench.report.table import build_table
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tlbench-report",
+        description="Gather results.json files (run dirs, multirun dirs, outputs/) into one table: "
+        "mean ± std over seeds/splits per cell, best per column marked; Markdown on stdout, and "
+        "report.md, report.csv, report.tex and report.png in --out.",
+    )
+    p.add_argument("paths", nargs="+", help="run directories, multirun directories or results.json files")
+    p.add_argument("--rows", default="strategy", help="row key: dataset, model, strategy, seed or a config path")
+    p.add_argument("--cols", default="dataset", help="column key (same choices as --rows)")
+    p.add_argument(
+        "--metric",
+        default="headline",
+        choices=["headline", "top1", "mean_per_class"],
+        help="headline: each dataset's own metric (default)",
+    )
+    p.add_argument("--out", default="outputs/report", help="folder for report.{md,csv,tex,png} (default: %(default)s)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        found = collect(args.paths)
+        for path, why in found.skipped:
+            print(f"tlbench-report: skipped {path}: {why}", file=sys.stderr)
+        if not found.results:
+            raise TlbenchError("every results.json found was unreadable (listed above)")
+        table = build_table(found.results, args.rows, args.cols, args.metric)
+    except TlbenchError as exc:
+        print(f"tlbench-report: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(table.markdown())
+    (out / "report.csv").write_text(table.csv())
+    (out / "report.tex").write_text(table.latex())
+    save_figure(table, out / "report.png")
+    metric = "each dataset's headline metric" if args.metric == "headline" else args.metric
+    print(f"test {metric}, % (mean±std (n) over seeds/splits; best per column in bold), {len(found.results)} runs:\n")
+    print(table.markdown())
+    print(f"written: {out}/report.md, report.csv, report.tex, report.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
