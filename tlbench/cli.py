@@ -29,15 +29,16 @@ def config_dir() -> Path:
 def _main(cfg: DictConfig) -> float | None:
     from tlbench.errors import RunFinished, TlbenchError
     from tlbench.results import print_summary
-    from tlbench.run import run
-    from tlbench.sweep import write_failure
+    from tlbench.sweep import FAILURE_FILE, write_failure
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if process_rank() > 0:
         _separate_rank_log(run_dir.resolve(), process_rank())
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun:  # a requeued or repeated job starts without its earlier failure record
+        (run_dir / FAILURE_FILE).unlink(missing_ok=True)
     try:
-        result = run(cfg, run_dir)
+        result = _run_and_finish(cfg, run_dir)
     except RunFinished as done:
         log.info("%s", done)
         print(f"tlbench: {done}", file=sys.stderr)
@@ -59,6 +60,18 @@ def _main(cfg: DictConfig) -> float | None:
         return None
     print_summary(result)
     return result.headline
+
+
+def _run_and_finish(cfg: DictConfig, run_dir: Path):
+    """run(), then end this job's W&B run whatever happened: in a multirun the next job must not
+    log into it."""
+    from tlbench.run import run
+    from tlbench.tracking.wandb_logger import finish
+
+    try:
+        return run(cfg, run_dir)
+    finally:
+        finish()
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import LightningEnvironment
 
 from tlbench.data import TransferDataModule
@@ -38,6 +39,7 @@ from tlbench.models import Backbone, Tap, create_backbone, resolve_taps
 from tlbench.models.taps import VGG16_FNE_DIM
 from tlbench.provenance import provenance
 from tlbench.results import RESULTS_FILE, Result, write_results
+from tlbench.tracking.loggers import build_logger, log_result
 from tlbench.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -165,7 +167,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         world_size=world_size,
     )
     write_results(result, run_dir)
-    _log_to_logger(cfg, result)
+    logger = build_logger(cfg)
+    if logger is not None:
+        log_result(logger, result, config_logged=isinstance(logger, WandbLogger))
+        logger.finalize("success")
     return result
 
 
@@ -349,27 +354,3 @@ def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str]) -> 
                 f"the {split} split has classes with no (readable) training image: {[classes[i] for i in unseen]}. "
                 "Add training images for them or remove them from the evaluation split."
             )
-
-
-def _log_to_logger(cfg: DictConfig, result: Result) -> None:
-    if not cfg.get("logger") or "_target_" not in cfg.logger:  # logger=none
-        return
-    logger = instantiate(cfg.logger)
-    logger.log_hyperparams(_flatten(result.config))
-    values = {f"{split}/{k}": v for split, m in result.metrics.items() for k, v in m.items()}
-    values.update({f"time/{k}": v for k, v in result.timings.items()})
-    values["feature_dim"] = result.feature_dim
-    logger.log_metrics(values, step=0)
-    logger.save()
-    logger.finalize("success")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat

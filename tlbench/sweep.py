@@ -48,12 +48,12 @@ def job_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
     for folder in sorted(folders, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
         overrides = " ".join(OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml")))
         row: dict[str, Any] = {"job": folder.name, "overrides": overrides, "dir": str(folder)}
-        if (folder / RESULTS_FILE).is_file():
+        if (folder / FAILURE_FILE).is_file():  # also after results.json, e.g. when logging failed
+            row.update(status="failed", error=json.loads((folder / FAILURE_FILE).read_text())["error"])
+        elif (folder / RESULTS_FILE).is_file():
             result = json.loads((folder / RESULTS_FILE).read_text())
             metric = result["headline_metric"]
             row.update(status="ok", metric=metric, value=result["metrics"]["test"][metric])
-        elif (folder / FAILURE_FILE).is_file():
-            row.update(status="failed", error=json.loads((folder / FAILURE_FILE).read_text())["error"])
         else:
             row.update(status="no result", error="neither results.json nor failure.json (killed, or still running)")
         rows.append(row)

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -26,6 +26,7 @@ from tlbench.finetune.schedule import UnfreezeSchedule
 from tlbench.models.backbones import Backbone
 from tlbench.provenance import provenance
 from tlbench.results import Result, write_results
+from tlbench.tracking.loggers import build_logger, log_result
 from tlbench.trainer import build_trainer, several_processes, trainer_settings
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,11 @@ def run_finetune(
         dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
     curve = EpochCurve()
+    logger = build_logger(cfg)  # Lightning logs the per-epoch curves (train loss, val accuracy)
     settings.update(
         max_epochs=int(strategy.epochs),
         enable_checkpointing=True,
-        logger=instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False,
+        logger=logger or False,
         num_sanity_val_steps=0,
         # tlbench's samplers split the data over the ranks: evaluation without padded duplicates,
         # training order and augmentation fixed by (seed, epoch) so a resumed run equals a straight one.
@@ -161,6 +163,8 @@ def run_finetune(
     if not trainer.is_global_zero:  # one writer under DDP
         return None
     write_results(result, run_dir)
+    if logger is not None:
+        log_result(logger, result, config_logged=isinstance(logger, WandbLogger))
     return result
 
 

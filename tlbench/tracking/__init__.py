@@ -1,0 +1,1 @@
+"""Experiment tracking beyond results.json: Weights & Biases, set up for clusters without internet."""
