@@ -132,3 +132,34 @@ def test_results_with_different_metric_sets_are_refused(results, tmp_path, capsy
     assert code == 2
     assert "lack the metric 'mean_per_class'" in err and str(odd / "results.json") in err
     assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_ours_vs_paper_with_a_preset(tmp_path, capsys):
+    paper = {"fc6": {"dtd": {"mean": 69.6}}, "fne": {"dtd": {"mean": 73.0}, "knots": {"mean": 74.1, "std": 6.9}}}
+    root = tmp_path / "outputs"
+    for layer, value in (("fc6", 0.70),):
+        folder = write_result(root, "last_layer", "dtd", 0, value)
+        record = json.loads((folder / "results.json").read_text())
+        record["config"].update(strategy={"name": "last_layer", "layer": layer}, paper=paper)
+        (folder / "results.json").write_text(json.dumps(record))
+    for split, value in ((0, 0.70), (1, 0.80)):
+        write_result(root, "fne", "knots", split, value, config={"paper": paper, "strategy": {"name": "fne"}})
+    code, stdout, _ = run_report(
+        capsys, str(root), "--rows", "method", "--cols", "dataset", "--out", str(tmp_path / "r")
+    )
+    assert code == 0
+    assert "| fc6 | **70.0** |  |" in stdout  # method: last_layer is named by its layer
+    assert "ours / paper (ours - paper)" in stdout
+    assert "| fc6 | 70.0 / 69.6 (+0.4) |  |" in stdout
+    assert "| fne |  | 75.0 / 74.1±6.9 (+0.9) |" in stdout
+    assert "ours / paper" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_wandb_source_without_credentials_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    code, _, err = run_report(capsys, "--wandb", "me/tlbench", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--wandb needs W&B online, but no W&B API key" in err
+    code, _, err = run_report(capsys, "--out", str(tmp_path / "r"))
+    assert code == 2 and "give result paths, or --wandb" in err

@@ -13,6 +13,7 @@ import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import LightningEnvironment
 
@@ -57,6 +58,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     missing = _missing_values(cfg)
     if missing:
         raise ConfigError(f"required values are not set: {', '.join(missing)} (e.g. dataset.root=/path/to/images)")
+    try:  # an unset environment variable in an interpolation, found now rather than mid-run
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as exc:
+        cause = exc.msg.splitlines()[0].split("while resolving interpolation: ")[-1].strip('"')
+        raise ConfigError(f"cannot resolve {exc.full_key}: {cause}; set it, or override {exc.full_key}=...") from None
     strategy = cfg.strategy.name
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(STRATEGIES)}")

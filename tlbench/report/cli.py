@@ -12,8 +12,9 @@ from pathlib import Path
 
 from tlbench.errors import TlbenchError
 from tlbench.report.collect import collect
+from tlbench.report.from_wandb import collect_wandb
 from tlbench.report.plot import save_figure
-from tlbench.report.table import build_table
+from tlbench.report.table import build_table, paper_comparison
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,8 +24,11 @@ def parser() -> argparse.ArgumentParser:
         "mean ± std over seeds/splits per cell, best per column marked; Markdown on stdout, and "
         "report.md, report.csv, report.tex and report.png in --out.",
     )
-    p.add_argument("paths", nargs="+", help="run directories, multirun directories or results.json files")
-    p.add_argument("--rows", default="strategy", help="row key: dataset, model, strategy, seed or a config path")
+    p.add_argument("paths", nargs="*", help="run directories, multirun directories or results.json files")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead (needs network)")
+    p.add_argument(
+        "--rows", default="strategy", help="row key: method, dataset, model, strategy, seed or a config path"
+    )
     p.add_argument("--cols", default="dataset", help="column key (same choices as --rows)")
     p.add_argument(
         "--metric",
@@ -39,7 +43,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        found = collect(args.paths)
+        if bool(args.wandb) == bool(args.paths):
+            raise TlbenchError("give result paths, or --wandb ENTITY/PROJECT (not both)")
+        found = collect_wandb(args.wandb) if args.wandb else collect(args.paths)
         for path, why in found.skipped:
             print(f"tlbench-report: skipped {path}: {why}", file=sys.stderr)
         if not found.results:
@@ -50,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(table.markdown())
+    comparison = paper_comparison(table, found.results)
+    markdown = table.markdown()
+    if comparison:
+        markdown += "\nours / paper (ours - paper), test %:\n\n" + comparison
+    (out / "report.md").write_text(markdown)
     (out / "report.csv").write_text(table.csv())
     (out / "report.tex").write_text(table.latex())
     save_figure(table, out / "report.png")
     metric = "each dataset's headline metric" if args.metric == "headline" else args.metric
     print(f"test {metric}, % (mean±std (n) over seeds/splits; best per column in bold), {len(found.results)} runs:\n")
-    print(table.markdown())
+    print(markdown)
     print(f"written: {out}/report.md, report.csv, report.tex, report.png")
     return 0
 

@@ -54,9 +54,18 @@ def collect(paths: list[str | Path]) -> Collected:
     return out
 
 
+def method(result: dict[str, Any]) -> str:
+    """The strategy, with last_layer named by its layer (fc6, fc7, penultimate): a paper's rows."""
+    if result.get("strategy") == "last_layer":
+        return str(result.get("config", {}).get("strategy", {}).get("layer", "last_layer"))
+    return str(result.get("strategy"))
+
+
 def field_value(result: dict[str, Any], key: str) -> Any:
-    """A row/column key: a top-level field (dataset, model, strategy, seed) or a dotted path into
-    the resolved config (classifier.C, dataset.split_id, ...)."""
+    """A row/column key: `method`, a top-level field (dataset, model, strategy, seed) or a dotted
+    path into the resolved config (classifier.C, dataset.split_id, ...)."""
+    if key == "method":
+        return method(result)
     if key in result and not isinstance(result[key], dict):
         return result[key]
     node: Any = result.get("config", {})

@@ -135,3 +135,31 @@ def _natural(text: str) -> tuple:
         return (0, float(text), "")
     except ValueError:
         return (1, 0.0, text)
+
+
+def paper_comparison(table: ReportTable, results: list[dict[str, Any]]) -> str | None:
+    """ "ours / paper (difference)" per cell, when the results carry a preset's paper numbers
+    (config.paper.<method>.<dataset>) and the table is method x dataset; None otherwise."""
+    if (table.row_key, table.column_key) != ("method", "dataset"):
+        return None
+    paper: dict[str, Any] = {}
+    for result in results:
+        paper.update(result.get("config", {}).get("paper") or {})
+    if not paper:
+        return None
+    lines = [
+        "| method | " + " | ".join(table.columns) + " |",
+        "|---" * (len(table.columns) + 1) + "|",
+    ]
+    for row in table.rows:
+        cells = []
+        for column in table.columns:
+            cell, reference = table.cells.get((row, column)), (paper.get(row) or {}).get(column)
+            if cell is None or reference is None:
+                cells.append("")
+                continue
+            ours, theirs = 100 * cell.mean, float(reference["mean"])
+            std = f"±{reference['std']}" if reference.get("std") is not None else ""
+            cells.append(f"{ours:.1f} / {theirs:.1f}{std} ({ours - theirs:+.1f})")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,81 @@
+"""The experiment presets compose for every cell of their sweep files (`--cfg job` equivalent:
+composed and resolved, not run)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import tlbench  # noqa: F401  (registers the resolvers)
+
+DATASETS = ["mit67", "cub200", "flowers102", "pets", "stanford_dogs", "caltech101", "food101", "dtd", "knots"]
+
+
+def sweep_lines(name: str) -> list[list[str]]:
+    text = (REPO / "slurm" / "sweeps" / name).read_text()
+    return [shlex.split(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def compose_cell(preset: str, overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={preset}", *overrides, "logger=none"])
+    # resolve everything a run resolves, except Hydra's runtime values that need a running job
+    cfg.trainer.default_root_dir = None
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(autouse=True)
+def data_env(monkeypatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("TLBENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("VGG16_PLACES2", str(tmp_path / "vgg16_places365.pth"))
+    return tmp_path
+
+
+def test_fne_table_composes_every_cell(tmp_path):
+    lines = sweep_lines("fne_table.txt")
+    assert len(lines) == 3 * (7 + 5 + 5)  # fc6, fc7, fne x (7 datasets + caltech101 and knots over 5 splits)
+    cells = set()
+    for overrides in lines:
+        cfg = compose_cell("fne_table", overrides)
+        name = cfg["dataset"]["name"]
+        method = cfg["strategy"]["layer"] if cfg["strategy"]["name"] == "last_layer" else cfg["strategy"]["name"]
+        cells.add((method, name))
+        assert cfg["model"]["name"] == "vgg16" and cfg["experiment"] == "fne_table"
+        assert cfg["dataset"]["root"] == str(tmp_path / "data" / name)
+        assert cfg["classifier"]["C"] == 1.0
+        expected_weights = str(tmp_path / "vgg16_places365.pth") if name == "mit67" else None
+        assert cfg["model"]["weights"] == expected_weights  # Places2 for mit67, ImageNet (torchvision) otherwise
+        assert cfg["paper"][method][name]["mean"] > 50
+    assert cells == {(m, d) for m in ("fc6", "fc7", "fne") for d in DATASETS}
+    splits = [o for o in sweep_lines("fne_table.txt") if "dataset=caltech101" in o and "strategy=fne" in o]
+    assert sorted(o[1] for o in splits) == [f"dataset.split_id={i}" for i in range(5)]
+
+
+def test_finetune_table_composes_every_cell(tmp_path):
+    lines = sweep_lines("finetune_table.txt")
+    assert len(lines) == 7 + 5 + 5
+    for overrides in lines:
+        cfg = compose_cell("finetune_table", overrides)
+        assert cfg["strategy"]["name"] == "finetune" and cfg["strategy"]["schedule"]["preset"] == "progressive"
+        assert cfg["model"]["name"] == "vgg16"
+        assert cfg["dataset"]["root"] == str(tmp_path / "data" / cfg["dataset"]["name"])
+    assert {compose_cell("finetune_table", o)["dataset"]["name"] for o in lines[:9]} <= set(DATASETS)
+
+
+def test_fne_table_without_the_data_folder_is_a_clear_error(monkeypatch, tmp_path):
+    from tlbench.errors import ConfigError
+    from tlbench.run import run
+
+    monkeypatch.delenv("TLBENCH_DATA")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=fne_table", "dataset=dtd", "logger=none"])
+    cfg.trainer.default_root_dir = None
+    with pytest.raises(
+        ConfigError, match=r"cannot resolve dataset.root: Environment variable 'TLBENCH_DATA' not found"
+    ):
+        run(cfg, tmp_path / "run")
