@@ -105,7 +105,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     # Build what can fail on bad config before the expensive extraction.
     post_args = OmegaConf.to_container(cfg.strategy.postprocess, resolve=True)
     post = _build(FeaturePostprocess, "strategy.postprocess", **post_args)
-    classifier = _build(instantiate, "classifier", cfg.classifier)
+    # the dataset's metric scores the cross-validation of classifier.C=auto
+    classifier = _build(instantiate, "classifier", cfg.classifier, metric=datamodule.dataset.metric)
 
     # --- extraction (cached) ---
     t0 = time.perf_counter()
