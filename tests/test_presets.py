@@ -79,3 +79,11 @@ def test_fne_table_without_the_data_folder_is_a_clear_error(monkeypatch, tmp_pat
         ConfigError, match=r"cannot resolve dataset.root: Environment variable 'TLBENCH_DATA' not found"
     ):
         run(cfg, tmp_path / "run")
+
+
+def test_wandb_groups_a_preset_runs_by_experiment():
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=fne_table", "dataset=dtd", "logger=wandb"])
+        plain = compose("config", overrides=["logger=wandb"])
+    assert cfg.logger.group == "fne_table"
+    assert plain.logger.group is None  # then the sweep, or no group for a single run
