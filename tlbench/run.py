@@ -58,14 +58,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     missing = _missing_values(cfg)
     if missing:
         raise ConfigError(f"required values are not set: {', '.join(missing)} (e.g. dataset.root=/path/to/images)")
+    strategy = cfg.strategy.name
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(STRATEGIES)}")
     try:  # an unset environment variable in an interpolation, found now rather than mid-run
         OmegaConf.to_container(cfg, resolve=True)
     except InterpolationResolutionError as exc:
         cause = exc.msg.splitlines()[0].split("while resolving interpolation: ")[-1].strip('"')
         raise ConfigError(f"cannot resolve {exc.full_key}: {cause}; set it, or override {exc.full_key}=...") from None
-    strategy = cfg.strategy.name
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(STRATEGIES)}")
     check_allocation(cfg.trainer.devices, cfg.trainer.num_nodes)
     check_not_finished(run_dir, overwrite=bool(cfg.get("overwrite", False)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -163,8 +163,8 @@ def run_finetune(
     if not trainer.is_global_zero:  # one writer under DDP
         return None
     write_results(result, run_dir)
-    if logger is not None:
-        log_result(logger, result, config_logged=isinstance(logger, WandbLogger))
+    if isinstance(logger, WandbLogger):  # final values and tables; CSV already has every epoch and the test
+        log_result(logger, result, config_logged=True)
     return result
 
 
