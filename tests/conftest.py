@@ -48,12 +48,17 @@ def write_image(path: Path, color: tuple[int, int, int], size: int = 32, fmt: st
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 
 
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    """ROOT/train/<class>/*.png and ROOT/test/<class>/*.png, three colour classes."""
-    root = tmp_path / "folder"
-    for split, count in (("train", 6), ("test", 3)):
+def colour_folder(root: Path, train: int, test: int) -> Path:
+    """ROOT/train/<class>/*.png and ROOT/test/<class>/*.png: `train` and `test` images of each of
+    the three colour classes."""
+    for split, count in (("train", train), ("test", test)):
         for c, (name, color) in enumerate(COLORS.items()):
             for i in range(count):
                 write_image(root / split / name / f"{i}.png", color, seed=100 * c + i + (0 if split == "train" else 50))
     return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """ROOT/train/<class>/*.png and ROOT/test/<class>/*.png, three colour classes."""
+    return colour_folder(tmp_path / "folder", train=6, test=3)

@@ -7,18 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COLORS, read_json, run_cli, write_image
+from conftest import colour_folder, read_json, run_cli
 
 pytestmark = pytest.mark.slow
 TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false", "trainer.accelerator=cpu"]
 
 
 def odd_folder(root: Path) -> Path:
-    for split, count in (("train", 5), ("test", 3)):  # 15 and 9 images: odd, so ranks get unequal shares
-        for c, (name, color) in enumerate(COLORS.items()):
-            for i in range(count):
-                write_image(root / split / name / f"{i}.png", color, seed=100 * c + i + (0 if split == "train" else 50))
-    return root
+    return colour_folder(root, train=5, test=3)  # 15 and 9 images: odd, so ranks get unequal shares
 
 
 def test_two_lightning_processes_extract_exactly_what_one_does(tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import slurm_cluster
 import torch
-from conftest import COLORS, read_json, run_cli, write_image
+from conftest import colour_folder, read_json, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((REPO / "slurm").glob("*.sbatch"))
@@ -33,12 +33,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def odd_folder(tmp_path_factory) -> Path:
     """21 train and 9 test images: neither split divides evenly over 2 ranks."""
-    root = tmp_path_factory.mktemp("odd") / "folder"
-    for split, count in (("train", 7), ("test", 3)):
-        for c, (name, color) in enumerate(COLORS.items()):
-            for i in range(count):
-                write_image(root / split / name / f"{i}.png", color, seed=100 * c + i + (0 if split == "train" else 50))
-    return root
+    return colour_folder(tmp_path_factory.mktemp("odd") / "folder", train=7, test=3)
 
 
 def job_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import COLORS, read_json, run_cli, write_image
+from conftest import colour_folder, read_json, run_cli
 
 from tlbench.sweep import FAILURE_FILE, job_outcomes
 
@@ -16,11 +16,7 @@ TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false"]
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
-    root = tmp_path / "folder"
-    for split, count in (("train", 4), ("test", 2)):
-        for c, (name, color) in enumerate(COLORS.items()):
-            for i in range(count):
-                write_image(root / split / name / f"{i}.png", color, seed=100 * c + i + (0 if split == "train" else 50))
+    root = colour_folder(tmp_path / "folder", train=4, test=2)
     proc = run_cli(
         tmp_path,
         "-m",

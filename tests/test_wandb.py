@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import COLORS, read_json, run_cli, write_image
+from conftest import colour_folder, read_json, run_cli
 from wandb_records import run_summary
 
 pytestmark = pytest.mark.slow
@@ -24,12 +24,7 @@ def no_credentials(tmp_path, monkeypatch):
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    root = tmp_path / "folder"
-    for split, count in (("train", 4), ("test", 2)):
-        for c, (name, color) in enumerate(COLORS.items()):
-            for i in range(count):
-                write_image(root / split / name / f"{i}.png", color, seed=100 * c + i + (0 if split == "train" else 50))
-    return root
+    return colour_folder(tmp_path / "folder", train=4, test=2)
 
 
 def wandb_file(run_dir: Path, index: int = -1) -> Path:
