@@ -44,16 +44,19 @@ def slurm_tasks_per_node() -> int | None:
     return None
 
 
+def slurm_job_key() -> str:
+    """This job as scontrol names it: <array job>_<task> for an array task, else the job id."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
+
+
 def run_id() -> str:
     """The run directory's stem: the SLURM job (array task, srun step) when SLURM runs this process,
     so that every rank and every requeue of the job computes the same folder; a timestamp otherwise."""
-    env = os.environ
-    if not slurm_managed() or "SLURM_JOB_ID" not in env:
+    if not slurm_managed() or "SLURM_JOB_ID" not in os.environ:
         return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        name = f"slurm{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    else:
-        name = f"slurm{env['SLURM_JOB_ID']}"
+    name = f"slurm{slurm_job_key()}"
     step = srun_step()
     return f"{name}.{step}" if step else name  # a second srun in the same job gets its own folder
 

@@ -17,20 +17,13 @@ import subprocess
 from collections.abc import Iterator
 from types import FrameType
 
-from tlbench.distributed.environment import slurm_managed
+from tlbench.distributed.environment import slurm_job_key, slurm_managed
 
 log = logging.getLogger(__name__)
 
 
-def slurm_job_to_requeue() -> str:
-    """The id scontrol requeues: <array job>_<task> for an array task (not the whole array)."""
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    return os.environ["SLURM_JOB_ID"]
-
-
 def _requeue_now(signum: int, frame: FrameType | None) -> None:
-    job = slurm_job_to_requeue()
+    job = slurm_job_key()  # an array task alone, not the whole array
     log.warning("SIGUSR1: the time limit is near; requeueing SLURM job %s (it resumes in this run directory)", job)
     code = subprocess.call(["scontrol", "requeue", job])
     if code != 0:
