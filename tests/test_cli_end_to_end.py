@@ -39,7 +39,10 @@ def test_default_job_is_fne_on_digits_and_accurate(first_run, workdir):
     assert set(result["postprocess"]["train_value_fractions"]) == {"-1", "0", "1"}
     assert result["classifier"]["C"] == 1.0
     assert result["backbone"]["weights_id"].startswith("sha256:")
-    assert set(result["timings"]) == {"extract", "fit", "evaluate", "total"}
+    assert set(result["timings"]) == {"extract", "extract_images_per_s", "fit", "evaluate", "total"}
+    assert result["timings"]["extract_images_per_s"] == pytest.approx(1797 / result["timings"]["extract"], rel=0.01)
+    assert result["postprocess"]["dtype"] == "int8" and result["postprocess"]["bytes_per_feature"] == 1
+    assert result["postprocess"]["train_matrix_bytes"] == 1257 * result["feature_dim"]
     assert result["skipped_files"] == {}
     assert result["config"]["dataset"]["name"] == "digits"
     assert result["provenance"]["packages"]["torch"]
@@ -56,6 +59,7 @@ def test_rerun_hits_the_cache_with_identical_numbers(first_run, workdir):
     proc = run_cli(workdir, "hydra.run.dir=" + str(workdir / "run2"))
     second = read_json(workdir / "run2" / "results.json")
     assert second["cache"] == {"train": "hit", "test": "hit"}
+    assert "extract_images_per_s" not in second["timings"]  # nothing was extracted
     assert "cache hit" in proc.stdout + proc.stderr
     assert second["metrics"] == first["metrics"]
     assert second["timings"]["extract"] < first["timings"]["extract"] / 5

@@ -26,8 +26,8 @@ from tlbench.data.datamodule import TransformedSplit, seeded_rng
 from tlbench.distributed import environment as env
 from tlbench.distributed import samplers
 from tlbench.distributed.samplers import EpochShuffleSampler, ShardSampler, sample_seed
-from tlbench.distributed.shards import gather_features, merge_shards
-from tlbench.embedding.store import FeatureSet
+from tlbench.distributed.shards import gather_features, merge_shards, shard_name
+from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter
 from tlbench.errors import ConfigError, RunFinished
 from tlbench.finetune.resume import resume_checkpoint
 from tlbench.run import check_not_finished
@@ -523,29 +523,45 @@ def assert_same(actual: FeatureSet, expected: FeatureSet) -> None:
     assert [tuple(x) for x in actual.layout] == [tuple(x) for x in expected.layout]
 
 
-def test_merge_shards_orders_and_drops_duplicates() -> None:
+def merged(parts: list[FeatureSet], size: int, folder: Path, what: str = "split") -> FeatureSet:
+    writer = FeatureWriter(folder)
+    merge_shards(parts, size, writer, what)
+    return writer.finish(parts[0].layout)
+
+
+def test_merge_shards_orders_and_drops_duplicates(tmp_path: Path) -> None:
     # Two ranks of a padded DistributedSampler: rank 0 got 0, 2, 4; rank 1 got 1, 3 and 0 again.
-    merged = merge_shards([feature_set([4, 0, 2]), feature_set([3, 1, 0])], size=5)
-    assert_same(merged, feature_set([0, 1, 2, 3, 4]))
-    assert merged.features.flags["C_CONTIGUOUS"]
+    result = merged([feature_set([4, 0, 2]), feature_set([3, 1, 0])], 5, tmp_path / "m")
+    assert_same(result, feature_set([0, 1, 2, 3, 4]))
 
 
-def test_merge_shards_skipped_count_as_covered() -> None:
-    merged = merge_shards([feature_set([0, 3], skipped=[2]), feature_set([1], skipped=[4, 2])], size=5)
-    assert merged.indices.tolist() == [0, 1, 3]
-    assert merged.skipped == [2, 4]
+def test_merge_shards_skipped_count_as_covered(tmp_path: Path) -> None:
+    result = merged([feature_set([0, 3], skipped=[2]), feature_set([1], skipped=[4, 2])], 5, tmp_path / "m")
+    assert result.indices.tolist() == [0, 1, 3]
+    assert result.skipped == [2, 4]
 
 
-def test_merge_shards_missing_index() -> None:
+def test_merge_shards_missing_index(tmp_path: Path) -> None:
+    writer = FeatureWriter(tmp_path / "m")
     with pytest.raises(RuntimeError, match="cover") as info:
-        merge_shards([feature_set([0, 1]), feature_set([3])], size=4, what="train")
+        merge_shards([feature_set([0, 1]), feature_set([3])], 4, writer, what="train")
     assert "train" in str(info.value) and "[2]" in str(info.value)
+    assert writer.rows == 0, "nothing is written before coverage is checked"
 
 
 @pytest.mark.parametrize("bad", [4, -1])
-def test_merge_shards_out_of_range_index(bad: int) -> None:
+def test_merge_shards_out_of_range_index(tmp_path: Path, bad: int) -> None:
     with pytest.raises(RuntimeError, match="cover"):
-        merge_shards([feature_set([0, 1]), feature_set([2, 3, bad])], size=4)
+        merge_shards([feature_set([0, 1]), feature_set([2, 3, bad])], 4, FeatureWriter(tmp_path / "m"))
+
+
+def test_merge_shards_in_small_chunks_equals_one_piece(tmp_path: Path, monkeypatch) -> None:
+    parts = [feature_set(list(range(0, 40, 2)), dim=5), feature_set(list(range(1, 40, 2)), dim=5)]
+    whole = merged(parts, 40, tmp_path / "whole")
+    monkeypatch.setattr("tlbench.embedding.store.CHUNK_BYTES", 3 * 5 * 4)  # 3 rows at a time
+    chunked = merged(parts, 40, tmp_path / "chunked")
+    assert_same(chunked, whole)
+    assert_same(whole, feature_set(list(range(40)), dim=5))
 
 
 class FakeStrategy:
@@ -558,42 +574,47 @@ class FakeStrategy:
         self.barriers.append(name)
 
 
-def test_gather_features_single_process(tmp_path: Path) -> None:
-    strategy = FakeStrategy(1, 0)
-    merged = gather_features(feature_set([2, 0, 1]), 3, tmp_path / "shards", strategy, "test")
-    assert merged is not None
-    assert_same(merged, feature_set([0, 1, 2]))
-    assert not (tmp_path / "shards").exists()  # nothing written for one process
+def commit_shard(shards: FeatureStore, part: FeatureSet, rank: int, world: int) -> None:
+    writer = shards.writer(shard_name(rank, world))
+    writer.append(part.features, part.labels, part.indices)
+    writer.mark_skipped(part.skipped)
+    shards.commit(shard_name(rank, world), writer, part.layout, {}, replace=True)
 
 
 def test_gather_features_two_ranks(tmp_path: Path) -> None:
-    shard_dir = tmp_path / "shards"
-    rank0, rank1 = feature_set([0, 2, 4]), feature_set([1, 3, 0])  # rank 1 padded with index 0
+    shards, target = FeatureStore(tmp_path / "shards"), FeatureStore(tmp_path / "cache")
+    commit_shard(shards, feature_set([1, 3, 0]), 1, 2)  # rank 1 padded with index 0
+    commit_shard(shards, feature_set([0, 2, 4]), 0, 2)
     strategy1 = FakeStrategy(2, 1)
-    assert gather_features(rank1, 5, shard_dir, strategy1, "test") is None
+    assert gather_features(shards, 5, strategy1, "test", target, "key", {}) is None
     assert strategy1.barriers == ["tlbench_extraction_shards"]
-    assert (shard_dir / "rank1-of-2.npz").is_file()
+    assert (tmp_path / "shards" / "rank1-of-2" / "features.npy").is_file()
     strategy0 = FakeStrategy(2, 0)
-    merged = gather_features(rank0, 5, shard_dir, strategy0, "test")
+    result = gather_features(shards, 5, strategy0, "test", target, "key", {"split": "test"})
     assert strategy0.barriers == ["tlbench_extraction_shards"]
-    assert merged is not None
-    assert_same(merged, merge_shards([feature_set([0, 1, 2, 3, 4])], 5))
-    assert not shard_dir.exists()
+    assert result is not None
+    assert_same(result, feature_set([0, 1, 2, 3, 4]))
+    assert_same(target.load("key"), result)  # committed to the target store
+    assert not (tmp_path / "shards").exists()
 
 
 def test_gather_features_ignores_shards_of_another_world_size(tmp_path: Path) -> None:
-    shard_dir = tmp_path / "shards"
-    # A killed 3-rank run left a shard with a wrong row for index 1.
-    assert gather_features(feature_set([7]), 8, shard_dir, FakeStrategy(3, 2), "test") is None
-    assert gather_features(feature_set([1, 3]), 4, shard_dir, FakeStrategy(2, 1), "test") is None
-    merged = gather_features(feature_set([0, 2]), 4, shard_dir, FakeStrategy(2, 0), "test")
-    assert merged is not None
-    assert_same(merged, feature_set([0, 1, 2, 3]))
+    shards, target = FeatureStore(tmp_path / "shards"), FeatureStore(tmp_path / "cache")
+    # A killed 3-rank run left a shard with a wrong row for index 1, and a stale 2-rank shard.
+    commit_shard(shards, feature_set([7]), 2, 3)
+    commit_shard(shards, feature_set([1, 2]), 1, 2)
+    commit_shard(shards, feature_set([1, 3]), 1, 2)  # this run's rank 1 replaces the stale one
+    commit_shard(shards, feature_set([0, 2]), 0, 2)
+    result = gather_features(shards, 4, FakeStrategy(2, 0), "test", target, "key", {})
+    assert result is not None
+    assert_same(result, feature_set([0, 1, 2, 3]))
 
 
 def test_gather_features_missing_rank_shard(tmp_path: Path) -> None:
+    shards = FeatureStore(tmp_path / "shards")
+    commit_shard(shards, feature_set([0, 1]), 0, 2)
     with pytest.raises(RuntimeError, match="rank 1"):
-        gather_features(feature_set([0, 1]), 2, tmp_path / "shards", FakeStrategy(2, 0), "test")
+        gather_features(shards, 2, FakeStrategy(2, 0), "test", FeatureStore(tmp_path / "c"), "key", {})
 
 
 # --- tlbench.finetune.resume ---

@@ -1,13 +1,15 @@
-"""FeatureStore: keys change with any input, hits when none does, survives a crash mid-write."""
+"""FeatureStore: keys change with any input, hits when none does, survives a crash mid-write;
+the streaming FeatureWriter gives exactly what an in-memory assembly gives."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
 
-from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key
+from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, read_entry
 
 BASE = {
     "backbone": "vgg16",
@@ -68,7 +70,9 @@ def test_roundtrip_and_hit(tmp_path):
     np.testing.assert_array_equal(loaded.indices, original.indices)
     assert loaded.skipped == [1, 3]
     assert loaded.layout == [("a", 3), ("b", 1)]
-    assert not list(tmp_path.glob("*.tmp")), "no temporary file is left behind"
+    assert not list(tmp_path.glob(".*")), "no temporary folder is left behind"
+    assert isinstance(loaded.features, np.memmap), "a hit is memory-mapped, not read whole"
+    assert np.load(store.path(key) / "features.npy").shape == (5, 4)  # a plain .npy for any tool
 
 
 def test_crash_mid_write_leaves_no_trusted_entry(tmp_path, monkeypatch):
@@ -83,7 +87,7 @@ def test_crash_mid_write_leaves_no_trusted_entry(tmp_path, monkeypatch):
         store.save(key, make_set(), {})
     monkeypatch.undo()
     assert store.load(key) is None
-    assert not list(tmp_path.glob("*.tmp")), "the partial temporary file is removed"
+    assert not list(tmp_path.glob(".*.tmp")), "the partial temporary folder is removed"
     store.save(key, make_set(), {})
     assert store.load(key) is not None
 
@@ -92,10 +96,12 @@ def test_truncated_entry_is_set_aside_and_missed(tmp_path):
     store = FeatureStore(tmp_path)
     key = cache_key(**BASE)
     store.save(key, make_set(), {})
-    path = store.path(key)
-    path.write_bytes(path.read_bytes()[:100])  # e.g. a disk-full write by an older tool
+    features = store.path(key) / "features.npy"
+    features.write_bytes(features.read_bytes()[:150])  # e.g. a disk-full write by an older tool
     assert store.load(key) is None
-    assert not path.exists() and path.with_suffix(".corrupt").exists()
+    assert not store.path(key).exists() and (tmp_path / f"{key}.corrupt").is_dir()
+    store.save(key, make_set(), {})  # and it is extracted again
+    assert store.load(key) is not None
 
 
 def test_writer_killed_mid_write_leaves_no_trusted_entry(tmp_path):
@@ -129,8 +135,9 @@ def test_stale_temporaries_are_removed_on_the_next_write(tmp_path):
     store = FeatureStore(tmp_path)
     key = cache_key(**BASE)
     stale, fresh = tmp_path / f".{key}.old.tmp", tmp_path / f".{key}.young.tmp"
-    stale.write_bytes(b"partial")
-    fresh.write_bytes(b"partial")
+    stale.mkdir()
+    (stale / "features.npy").write_bytes(b"partial")
+    fresh.mkdir()
     os.utime(stale, (0, 0))
     store.save(key, make_set(), {})
     assert not stale.exists()
@@ -140,5 +147,67 @@ def test_stale_temporaries_are_removed_on_the_next_write(tmp_path):
 def test_empty_entry_is_a_miss_not_a_crash(tmp_path):
     store = FeatureStore(tmp_path)
     key = cache_key(**BASE)
-    store.path(key).write_bytes(b"")
+    store.path(key).mkdir(parents=True)
     assert store.load(key) is None
+
+
+def test_streamed_writer_equals_in_memory_assembly(tmp_path):
+    """Batches out of order, a repeated index and undecodable rows: the entry holds each decoded
+    index once, by index, exactly the rows an in-memory concatenation would select."""
+    rng = np.random.default_rng(3)
+    batches = []
+    for indices in ([4, 5, 6], [0, 1, 2, 3], [6, 7]):  # 6 twice (a padded sampler)
+        idx = np.asarray(indices)
+        batches.append((rng.normal(size=(len(idx), 7)).astype(np.float32), idx % 3, idx, idx != 2))
+    writer = FeatureWriter(tmp_path / "entry")
+    for features, labels, indices, ok in batches:
+        writer.append(features, labels, indices, ok)
+    streamed = writer.finish([("a", 7)], {"note": "x"})
+
+    features = np.concatenate([b[0] for b in batches])
+    indices = np.concatenate([b[2] for b in batches])
+    ok = np.concatenate([b[3] for b in batches])
+    unique, first = np.unique(indices[ok], return_index=True)
+    np.testing.assert_array_equal(streamed.features, features[ok][first])
+    np.testing.assert_array_equal(streamed.indices, unique)
+    np.testing.assert_array_equal(streamed.labels, unique % 3)
+    assert streamed.skipped == [2]
+    meta = json.loads((tmp_path / "entry" / "meta.json").read_text())
+    assert meta["rows"] == 7 and meta["dim"] == 7 and meta["bytes_per_feature"] == 4 and meta["note"] == "x"
+    assert read_entry(tmp_path / "entry").features.shape == (7, 7)
+
+
+def test_writer_stores_int8_at_one_byte_per_feature(tmp_path):
+    ternary = np.random.default_rng(0).integers(-1, 2, size=(50, 30)).astype(np.int8)
+    writer = FeatureWriter(tmp_path / "entry", dtype=np.int8)
+    writer.append(ternary[:20], np.zeros(20), np.arange(20))
+    writer.append(ternary[20:], np.zeros(30), np.arange(20, 50))
+    entry = writer.finish([("fne", 30)])
+    assert entry.features.dtype == np.int8
+    np.testing.assert_array_equal(entry.features, ternary)
+    assert (tmp_path / "entry" / "features.npy").stat().st_size == 128 + 50 * 30
+
+
+def test_writer_without_rows_gives_an_empty_matrix_of_the_layout_width(tmp_path):
+    writer = FeatureWriter(tmp_path / "entry")
+    writer.mark_skipped([0, 1])
+    entry = writer.finish([("a", 3), ("b", 2)])
+    assert entry.features.shape == (0, 5) and entry.skipped == [0, 1]
+
+
+def test_a_concurrent_complete_entry_wins(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+    first = make_set()
+    store.save(key, first, {"job": 1})
+    other = FeatureSet(first.features + 1, first.labels, first.indices, first.skipped, first.layout)
+    store.save(key, other, {"job": 2})  # the same key must mean the same features: the first stays
+    np.testing.assert_array_equal(store.load(key).features, first.features)
+    assert not list(tmp_path.glob(".*")), "the loser's temporary folder is removed"
+
+
+def test_a_batch_of_another_width_is_refused(tmp_path):
+    writer = FeatureWriter(tmp_path / "entry")
+    writer.append(np.zeros((2, 3)), np.zeros(2), np.arange(2))
+    with pytest.raises(ValueError, match="rows of 4 features after rows of 3"):
+        writer.append(np.zeros((2, 4)), np.zeros(2), np.arange(2, 4))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import COLORS, write_image
@@ -104,15 +103,16 @@ def test_repaired_image_is_re_extracted_on_the_next_run(tmp_path, image_folder):
 
 
 def test_nan_features_are_a_clear_error(tmp_path, image_folder, monkeypatch):
-    from tlbench.embedding import extractor
+    from tlbench.embedding.hooks import TapRecorder
 
-    original = extractor.assemble
+    original = TapRecorder.collect
 
-    def poisoned(outputs, layout):
-        features = original(outputs, layout)
-        features.features[0, 0] = np.nan
+    def poisoned(self):
+        features = original(self)
+        features[0, 0] = float("nan")
         return features
 
-    monkeypatch.setattr("tlbench.run.assemble", poisoned)
+    monkeypatch.setattr(TapRecorder, "collect", poisoned)
     with pytest.raises(DatasetError, match=r"NaN/inf features.*precision"):
         run(compose_cfg(tmp_path, image_folder, "strategy=last_layer", "cache=false"), tmp_path / "run")
+    assert not (tmp_path / "run" / "features").exists(), "the run's own feature files are removed"

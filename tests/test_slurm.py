@@ -16,6 +16,8 @@ import slurm_cluster
 import torch
 from conftest import colour_folder, read_json, run_cli
 
+from tlbench.embedding.store import read_entry
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((REPO / "slurm").glob("*.sbatch"))
 TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false"]
@@ -125,15 +127,15 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
     assert ddp["metrics"] == single["metrics"]
     assert ddp["split_sizes"] == single["split_sizes"] == {"train": 21, "test": 9}
     for split in ("train", "test"):
-        (a,) = [p for p in (tmp_path / "cache").glob("*.npz") if read_meta(p)["split"] == split]
-        (b,) = [p for p in (single_tmp / "cache").glob("*.npz") if read_meta(p)["split"] == split]
+        (a,) = [p for p in (tmp_path / "cache").glob("[0-9a-f]*") if read_meta(p)["split"] == split]
+        (b,) = [p for p in (single_tmp / "cache").glob("[0-9a-f]*") if read_meta(p)["split"] == split]
         assert a.name == b.name  # the same cache key
-        with np.load(a) as x, np.load(b) as y:
-            assert x["indices"].tolist() == list(range(len(x["indices"])))  # every image once, in order
-            np.testing.assert_array_equal(x["indices"], y["indices"])
-            np.testing.assert_array_equal(x["labels"], y["labels"])
-            np.testing.assert_array_equal(x["features"], y["features"])
-    assert not (tmp_path / "cache" / "shards").exists() or not any((tmp_path / "cache" / "shards").iterdir())
+        x, y = read_entry(a), read_entry(b)
+        assert x.indices.tolist() == list(range(len(x.indices)))  # every image once, in order
+        np.testing.assert_array_equal(x.indices, y.indices)
+        np.testing.assert_array_equal(x.labels, y.labels)
+        np.testing.assert_array_equal(x.features, y.features)
+    assert not (ddp_dir / "shards").exists()  # merged and removed
 
     # again on 2 ranks: rank 0 finds everything cached and tells rank 1, which reads nothing
     again = submit(tmp_path, "tlbench_1node.sbatch", *overrides)
@@ -143,8 +145,8 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
     assert rerun["metrics"] == ddp["metrics"]
 
 
-def read_meta(npz: Path) -> dict:
-    return read_json(npz.with_suffix(".json"))
+def read_meta(entry: Path) -> dict:
+    return read_json(entry / "meta.json")
 
 
 def test_ddp_finetuning_on_two_ranks(cluster, tmp_path, odd_folder):

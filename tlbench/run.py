@@ -3,8 +3,10 @@ classifier. Every component gets plain arguments; only this module reads the com
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,11 @@ from tlbench.distributed.environment import (
     requeue_owner,
 )
 from tlbench.distributed.requeue import requeue_on_sigusr1
-from tlbench.distributed.shards import gather_features
-from tlbench.embedding.extractor import FeatureExtractor, assemble
+from tlbench.distributed.shards import check_coverage, gather_features, shard_name
+from tlbench.embedding.extractor import FeatureExtractor
 from tlbench.embedding.postprocess import FeaturePostprocess
-from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key
+from tlbench.embedding.progress import ExtractionProgressBar
+from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, row_chunks
 from tlbench.errors import ConfigError, DatasetError, ImageDecodeError, RunFinished
 from tlbench.finetune.pipeline import run_finetune
 from tlbench.metrics import classification_metrics
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 EXTRACTION_STRATEGIES = ("last_layer", "fne")
 STRATEGIES = (*EXTRACTION_STRATEGIES, "finetune")
 # Dataset config keys that configure loading; the rest are the dataset builder's parameters.
+SCRATCH_DIR = "features"  # features of a run with cache=false, removed when the run ends
 LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed", "train_per_class", "few_shot_seed")
 
 
@@ -108,77 +112,82 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     # the dataset's metric scores the cross-validation of classifier.C=auto
     classifier = _build(instantiate, "classifier", cfg.classifier, metric=datamodule.dataset.metric)
 
-    # --- extraction (cached) ---
-    t0 = time.perf_counter()
-    extracted = _extract_splits(cfg, backbone, taps, transform, datamodule, run_dir)
-    if extracted is None:  # another rank than 0: its share of the features is with rank 0
-        return None
-    features, cache, world_size = extracted
-    extract_s = time.perf_counter() - t0
-
-    skipped = {
-        split: [datamodule.dataset.splits[split].describe(i) for i in fs.skipped]
-        for split, fs in features.items()
-        if fs.skipped
-    }
-    for split, files in skipped.items():
-        log.warning("%d unreadable images skipped in %s: %s", len(files), split, ", ".join(files[:5]))
-    train = features["train"]
-    _check_features(features, name)
-    presets = taps_spec if isinstance(taps_spec, list) else [taps_spec]
-    if {"vgg16_fne", "vgg16_fne_pre_relu"} & set(presets) and train.dim != VGG16_FNE_DIM:
-        raise RuntimeError(f"VGG16 FNE must have {VGG16_FNE_DIM} dimensions, got {train.dim}")
-    _check_classes_seen(features, datamodule.classes)
-
-    # --- post-processing and classifier (no Trainer runs: tlbench handles the requeue signal) ---
-    with requeue_on_sigusr1(requeue_owner(str(cfg.slurm.requeue))):
+    try:
+        # --- extraction (cached) ---
         t0 = time.perf_counter()
-        post.fit(train.features)
-        train_x = post.transform(train.features)
-        classifier.fit(train_x, train.labels)
-        fit_s = time.perf_counter() - t0
+        extracted = _extract_splits(cfg, backbone, taps, transform, datamodule, run_dir)
+        if extracted is None:  # another rank than 0: its share of the features is with rank 0
+            return None
+        features, cache, world_size = extracted
+        extract_s = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        metrics = {}
-        for split in (s for s in ("val", "test") if s in features):
-            predictions = classifier.predict(post.transform(features[split].features))
-            metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
-        evaluate_s = time.perf_counter() - t0
+        skipped = {
+            split: [datamodule.dataset.splits[split].describe(i) for i in fs.skipped]
+            for split, fs in features.items()
+            if fs.skipped
+        }
+        for split, files in skipped.items():
+            log.warning("%d unreadable images skipped in %s: %s", len(files), split, ", ".join(files[:5]))
+        train = features["train"]
+        _check_features(features, name)
+        presets = taps_spec if isinstance(taps_spec, list) else [taps_spec]
+        if {"vgg16_fne", "vgg16_fne_pre_relu"} & set(presets) and train.dim != VGG16_FNE_DIM:
+            raise RuntimeError(f"VGG16 FNE must have {VGG16_FNE_DIM} dimensions, got {train.dim}")
+        _check_classes_seen(features, datamodule.classes)
 
-    result = Result(
-        dataset=name,
-        model=backbone.name,
-        strategy=strategy,
-        headline_metric=datamodule.dataset.metric,
-        metrics=metrics,
-        feature_dim=train.dim,
-        split_sizes=datamodule.split_sizes(),
-        num_classes=len(datamodule.classes),
-        timings={
-            "extract": round(extract_s, 3),
-            "fit": round(fit_s, 3),
-            "evaluate": round(evaluate_s, 3),
-            "total": round(time.perf_counter() - started, 3),
-        },
-        cache=cache,
-        skipped_files=skipped,
-        seed=int(cfg.seed),
-        backbone=backbone.describe(),
-        taps=[str(t) for t in taps],
-        postprocess=post.describe(train_x),
-        classifier=classifier.describe(),
-        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-        provenance=provenance(),
-        run_dir=str(run_dir),
-        layout=train.layout,
-        world_size=world_size,
-    )
-    write_results(result, run_dir)
-    logger = build_logger(cfg)
-    if logger is not None:
-        log_result(logger, result, config_logged=isinstance(logger, WandbLogger))
-        logger.finalize("success")
-    return result
+        # --- post-processing and classifier (no Trainer runs: tlbench handles the requeue signal) ---
+        with requeue_on_sigusr1(requeue_owner(str(cfg.slurm.requeue))):
+            t0 = time.perf_counter()
+            post.fit(train.features)
+            train_x = post.transform(train.features)
+            classifier.fit(train_x, train.labels)
+            fit_s = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            metrics = {}
+            for split in (s for s in ("val", "test") if s in features):
+                predictions = classifier.predict(post.transform(features[split].features))
+                metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
+            evaluate_s = time.perf_counter() - t0
+
+        result = Result(
+            dataset=name,
+            model=backbone.name,
+            strategy=strategy,
+            headline_metric=datamodule.dataset.metric,
+            metrics=metrics,
+            feature_dim=train.dim,
+            split_sizes=datamodule.split_sizes(),
+            num_classes=len(datamodule.classes),
+            timings={
+                "extract": round(extract_s, 3),
+                **_extraction_rate(features, cache, extract_s),
+                "fit": round(fit_s, 3),
+                "evaluate": round(evaluate_s, 3),
+                "total": round(time.perf_counter() - started, 3),
+            },
+            cache=cache,
+            skipped_files=skipped,
+            seed=int(cfg.seed),
+            backbone=backbone.describe(),
+            taps=[str(t) for t in taps],
+            postprocess=post.describe(train_x),
+            classifier=classifier.describe(),
+            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+            provenance=provenance(),
+            run_dir=str(run_dir),
+            layout=train.layout,
+            world_size=world_size,
+        )
+        write_results(result, run_dir)
+        logger = build_logger(cfg)
+        if logger is not None:
+            log_result(logger, result, config_logged=isinstance(logger, WandbLogger))
+            logger.finalize("success")
+        return result
+    finally:  # the features of a run without cache were on disk only for this run
+        if not cfg.cache:
+            shutil.rmtree(run_dir / SCRATCH_DIR, ignore_errors=True)
 
 
 def _extract_splits(
@@ -195,7 +204,9 @@ def _extract_splits(
     name = datamodule.dataset.name
     store = FeatureStore(cfg.paths.cache_dir)
     keys = {
-        split: extraction_key(backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision)
+        split: extraction_key(
+            backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision, bool(cfg.model.channels_last)
+        )
         for split in datamodule.split_names
     }
 
@@ -209,7 +220,9 @@ def _extract_splits(
     stored, missing = look_up() if process_rank() == 0 else ({}, None)
     trainer = None
     if missing is None or missing or launched_world_size() > 1:
-        trainer = build_trainer(cfg)
+        # images/s on the bar; a second progress bar callback would be refused when bars are off
+        bar = [ExtractionProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+        trainer = build_trainer(cfg, callbacks=bar)
         if trainer.world_size > 1:
             missing = _agree_on_missing(trainer, missing)
         if missing is None:  # a rank variable set, yet one process: look for itself
@@ -217,6 +230,8 @@ def _extract_splits(
     rank0 = trainer is None or trainer.global_rank == 0
     features: dict[str, FeatureSet] = {}
     cache: dict[str, str] = {}
+    # Without the cache the features still stream to disk, into the run directory (removed at the end).
+    target = store if cfg.cache else FeatureStore(run_dir / SCRATCH_DIR)
     for split in datamodule.split_names:
         if split not in missing:
             if rank0:
@@ -224,24 +239,70 @@ def _extract_splits(
                 features[split], cache[split] = stored[split], "hit"  # type: ignore[assignment]
             continue
         assert trainer is not None
-        samples = datamodule.dataset.splits[split]
-        log.info("extracting %s/%s: %d images on %d process(es)", name, split, len(samples), trainer.world_size)
-        extractor = FeatureExtractor(backbone.model, taps)
-        outputs = trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=True)
-        part = assemble(outputs or [], extractor.layout)
-        # In the run directory: the same for all ranks of this job, and never another job's (sweep
-        # points that differ only in the classifier share the cache key, not the run directory).
-        shard_dir = run_dir / "shards" / split
-        merged = gather_features(part, len(samples), shard_dir, trainer.strategy, f"{name}/{split}")
-        if merged is None:  # not rank 0: its share is with rank 0 now
-            continue
-        features[split], cache[split] = merged, "miss"
-        if cfg.cache:
-            meta = {"backbone": backbone.describe(), "split": split, "dataset": name}
-            store.save(keys[split], merged, {**meta, "world_size": trainer.world_size})
+        merged = _extract_split(cfg, trainer, backbone, taps, datamodule, split, target, keys[split], run_dir)
+        if merged is not None:  # rank 0 (the others' shares are with rank 0 now)
+            features[split], cache[split] = merged, "miss"
     if not rank0:
         return None
     return features, cache, trainer.world_size if trainer is not None and missing else 1
+
+
+def _extract_split(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    backbone: Backbone,
+    taps: list[Tap],
+    datamodule: TransferDataModule,
+    split: str,
+    target: FeatureStore,
+    key: str,
+    run_dir: Path,
+) -> FeatureSet | None:
+    """One split through Trainer.predict, each batch streamed to disk: straight into `target[key]`
+    with one process; with several, each rank's share into a shard in the run directory (the same
+    for all ranks of this job and never another job's), merged by rank 0."""
+    name = datamodule.dataset.name
+    samples = datamodule.dataset.splits[split]
+    world = trainer.world_size
+    what = f"{name}/{split}"
+    log.info("extracting %s: %d images on %d process(es)", what, len(samples), world)
+    shards = FeatureStore(run_dir / "shards" / split)
+
+    def open_writer(rank: int, world_size: int) -> FeatureWriter:
+        return target.writer(key) if world_size == 1 else shards.writer(shard_name(rank, world_size))
+
+    extractor = FeatureExtractor(backbone.model, taps, open_writer, channels_last=bool(cfg.model.channels_last))
+    t0 = time.perf_counter()
+    try:
+        trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=False)
+    except BaseException:
+        if extractor.writer is not None:
+            extractor.writer.abort()
+        raise
+    elapsed = time.perf_counter() - t0
+    log.info(
+        "extracted %s: %d images in %.1f s (%.1f images/s on this rank)",
+        what,
+        extractor.images,
+        elapsed,
+        extractor.images / max(elapsed, 1e-9),
+    )
+    assert extractor.writer is not None
+    meta = {"backbone": backbone.describe(), "split": split, "dataset": name, "world_size": world}
+    if world == 1:
+        merged = target.commit(key, extractor.writer, extractor.layout, meta)
+        try:
+            check_coverage(merged.indices, merged.skipped, len(samples), what)
+        except RuntimeError:
+            shutil.rmtree(target.path(key), ignore_errors=True)
+            raise
+        return merged
+    rank = trainer.global_rank
+    shards.commit(shard_name(rank, world), extractor.writer, extractor.layout, {**meta, "rank": rank}, replace=True)
+    merged = gather_features(shards, len(samples), trainer.strategy, what, target, key, meta)
+    with contextlib.suppress(OSError):  # the last split's shards are gone: the folder is empty
+        shards.root.parent.rmdir()
+    return merged
 
 
 def _cached(
@@ -276,6 +337,7 @@ def extraction_key(
     dataset: DatasetSplits,
     split: str,
     precision: Any,
+    channels_last: bool = False,
 ) -> str:
     """The FeatureStore key: everything that determines the features of one split."""
     return cache_key(
@@ -286,6 +348,7 @@ def extraction_key(
         taps=[str(t) for t in taps],
         transform=repr(transform),
         precision=str(precision),
+        channels_last=channels_last,
         dataset=dataset.name,
         dataset_params=dataset.params,
         split=split,
@@ -332,12 +395,21 @@ def _check_features(features: dict[str, FeatureSet], name: str) -> None:
     for split, fs in features.items():
         if len(fs.labels) == 0:
             raise DatasetError(f"no readable image in {name}/{split}; see the skipped files above")
-        if not np.isfinite(fs.features).all():
+        bad_columns = np.zeros(fs.dim, bool)
+        for part in row_chunks(len(fs.labels), fs.dim, 4):  # the features may be a memory map
+            bad_columns |= ~np.isfinite(fs.features[part]).all(axis=0)
+        if bad_columns.any():
             raise DatasetError(
                 f"the backbone produced NaN/inf features on {name}/{split} "
-                f"({int((~np.isfinite(fs.features)).any(axis=0).sum())} columns); with reduced precision "
+                f"({int(bad_columns.sum())} columns); with reduced precision "
                 "this is usually an overflow: try trainer.precision=32-true"
             )
+
+
+def _extraction_rate(features: dict[str, FeatureSet], cache: dict[str, str], seconds: float) -> dict[str, float]:
+    """Images per second over the splits extracted now (none on a full cache hit)."""
+    images = sum(len(fs.labels) + len(fs.skipped) for split, fs in features.items() if cache[split] == "miss")
+    return {"extract_images_per_s": round(images / seconds, 2)} if images and seconds > 0 else {}
 
 
 def _missing_values(node: Any, prefix: str = "") -> list[str]:

@@ -1,66 +1,92 @@
-"""Extraction over several ranks: each rank writes its share of a split as a shard, rank 0 merges
-them into one FeatureSet, counting every sample exactly once.
+"""Extraction over several ranks: each rank streams its share of a split into a shard, rank 0
+merges them into one entry, counting every sample exactly once.
 
 Trainer.predict under DDP gives each rank a part of the dataset (Lightning's unpadded sampler for
 predict; a plain DistributedSampler would pad the last part with repeated samples). The samples
 carry their dataset index, so the merge drops any repeat, checks that every index is present, and
 orders the rows by index: the features, and the accuracy, are the same with 1, 2 or N ranks.
-Shards go through the file system (the FeatureStore's atomic writes, in the run directory) rather
-than a collective, so a 75,000 x 12,416 matrix never sits in GPU memory or a pickle.
+Shards go through the file system (FeatureStore entries in the run directory) rather than a
+collective, so a 75,000 x 12,416 matrix never sits in GPU memory, a pickle or, since shards are
+memory-mapped and copied in chunks, in rank 0's memory.
 """
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tlbench.embedding.store import FeatureSet, FeatureStore
+from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, row_chunks
 
 
-def merge_shards(parts: list[FeatureSet], size: int, what: str = "split") -> FeatureSet:
-    """One FeatureSet from per-rank parts: duplicates dropped, coverage checked, rows by index."""
-    indices = np.concatenate([p.indices for p in parts]).astype(np.int64)
-    features = np.concatenate([p.features for p in parts])
-    labels = np.concatenate([p.labels for p in parts])
-    skipped = sorted({int(i) for p in parts for i in p.skipped})
-    unique, first = np.unique(indices, return_index=True)
-    missing = sorted(set(range(size)) - set(unique.tolist()) - set(skipped))
-    extra = sorted(set(unique.tolist()) - set(range(size)))
+def shard_name(rank: int, world: int) -> str:
+    """Named by world size, so shards a killed run of another size left behind are never merged."""
+    return f"rank{rank}-of-{world}"
+
+
+def check_coverage(indices: np.ndarray, skipped: list[int], size: int, what: str = "split") -> None:
+    """Every dataset index 0..size-1 is either a row or skipped, and nothing else is there."""
+    present = set(np.unique(indices).tolist())
+    missing = sorted(set(range(size)) - present - set(skipped))
+    extra = sorted(present - set(range(size)))
     if missing or extra:
         raise RuntimeError(
             f"gathered features of {what} do not cover the dataset once: {len(missing)} of {size} indices "
             f"missing (e.g. {missing[:5]}), {len(extra)} out of range (e.g. {extra[:5]})"
         )
-    return FeatureSet(
-        features=np.ascontiguousarray(features[first]),
-        labels=labels[first],
-        indices=unique,
-        skipped=skipped,
-        layout=parts[0].layout,
-    )
 
 
-def gather_features(part: FeatureSet, size: int, shard_dir: Path, strategy: Any, what: str) -> FeatureSet | None:
-    """Called on every rank with its part; rank 0 gets the merged FeatureSet, the others None.
-    `strategy` is the Trainer's (for world size, rank and barrier)."""
+def merge_shards(parts: list[FeatureSet], size: int, writer: FeatureWriter, what: str = "split") -> None:
+    """Append the rows of all parts to `writer` in dataset-index order, each index once (the first
+    occurrence), in chunks; skipped indices are passed on. Coverage is checked before any write."""
+    indices = np.concatenate([p.indices for p in parts]).astype(np.int64)
+    skipped = sorted({int(i) for p in parts for i in p.skipped})
+    check_coverage(indices, skipped, size, what)
+    _, first = np.unique(indices, return_index=True)  # positions in the concatenation, by index
+    owner = np.repeat(np.arange(len(parts)), [len(p.indices) for p in parts])
+    local = np.concatenate([np.arange(len(p.indices)) for p in parts]) if parts else np.zeros(0, np.int64)
+    labels = np.concatenate([p.labels for p in parts])
+    dim = parts[0].dim
+    for part in row_chunks(len(first), dim, parts[0].features.dtype.itemsize):
+        positions = first[part]
+        rows = np.empty((len(positions), dim), dtype=parts[0].features.dtype)
+        for k, shard in enumerate(parts):
+            mine = owner[positions] == k
+            if mine.any():
+                rows[mine] = shard.features[local[positions[mine]]]
+        writer.append(rows, labels[positions], indices[positions])
+    writer.mark_skipped(skipped)
+
+
+def gather_features(
+    shards: FeatureStore,
+    size: int,
+    strategy: Any,
+    what: str,
+    target: FeatureStore,
+    key: str,
+    meta: dict[str, Any],
+) -> FeatureSet | None:
+    """After every rank committed its shard to `shards`: rank 0 merges them into `target[key]` and
+    gets the FeatureSet, the others None. `strategy` is the Trainer's (world size, rank, barrier)."""
     world, rank = strategy.world_size, strategy.global_rank
-    if world == 1:
-        return merge_shards([part], size, what)
-    shards = FeatureStore(shard_dir)
-    # Named by world size, so shards a killed run left behind are overwritten, never merged.
-    shards.save(f"rank{rank}-of-{world}", part, {"rank": rank, "world_size": world, "split": what})
     strategy.barrier("tlbench_extraction_shards")
     if rank != 0:
         return None
     parts = []
     for r in range(world):
-        shard = shards.load(f"rank{r}-of-{world}")
+        shard = shards.load(shard_name(r, world))
         if shard is None:
-            raise RuntimeError(f"rank {r}'s features of {what} are missing from {shard_dir}")
+            raise RuntimeError(f"rank {r}'s features of {what} are missing from {shards.root}")
         parts.append(shard)
-    merged = merge_shards(parts, size, what)
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    writer = target.writer(key, parts[0].features.dtype)
+    try:
+        merge_shards(parts, size, writer, what)
+    except BaseException:
+        writer.abort()
+        raise
+    merged = target.commit(key, writer, parts[0].layout, meta)
+    del parts  # the memory maps, before their files go
+    shutil.rmtree(shards.root, ignore_errors=True)
     return merged

@@ -10,19 +10,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tlbench.embedding.store import row_chunks
+
 
 @dataclass
 class Standardizer:
     """Per-feature z-score with population std (ddof=0); a constant feature becomes 0, as in the
-    original FNE code (no epsilon)."""
+    original FNE code (no epsilon). Statistics in float64, two passes over row chunks, so a
+    memory-mapped matrix is never copied whole."""
 
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
 
     def fit(self, features: np.ndarray) -> Standardizer:
-        data = features.astype(np.float64, copy=False)
-        self.mean = data.mean(axis=0)
-        self.std = data.std(axis=0)
+        rows, dim = features.shape
+        total = np.zeros(dim)
+        for part in row_chunks(rows, dim):
+            total += features[part].sum(axis=0, dtype=np.float64)
+        self.mean = total / rows
+        squares = np.zeros(dim)
+        for part in row_chunks(rows, dim):
+            squares += ((features[part] - self.mean) ** 2).sum(axis=0)
+        self.std = np.sqrt(squares / rows)
         return self
 
     def transform(self, features: np.ndarray) -> np.ndarray:
@@ -65,10 +74,17 @@ class FeaturePostprocess:
             self.standardizer.fit(train)
         return self
 
+    @property
+    def dtype(self) -> np.dtype:
+        """int8 for the FNE's {-1, 0, 1} (1 byte per feature), float32 otherwise."""
+        return np.dtype(np.int8 if self.discretize else np.float32)
+
     def transform(self, features: np.ndarray) -> np.ndarray:
-        out = self.standardizer.transform(features) if self.standardize else features
-        if self.discretize:
-            out = discretize(out, self.negative, self.positive)
+        """In row chunks into one output array: the only full-size copy is the classifier's input."""
+        out = np.empty(features.shape, dtype=self.dtype)
+        for part in row_chunks(*features.shape):
+            chunk = self.standardizer.transform(features[part]) if self.standardize else features[part]
+            out[part] = discretize(chunk, self.negative, self.positive) if self.discretize else chunk
         return out
 
     def describe(self, train_transformed: np.ndarray | None = None) -> dict:
@@ -80,11 +96,17 @@ class FeaturePostprocess:
         if self.discretize:
             info["thresholds"] = {"negative": self.negative, "positive": self.positive}
             if train_transformed is not None:
-                values, counts = np.unique(train_transformed, return_counts=True)
+                counts = np.zeros(3, np.int64)  # of -1, 0, 1
+                for part in row_chunks(*train_transformed.shape, 1):
+                    counts += np.bincount((train_transformed[part].ravel() + 1).astype(np.intp), minlength=3)
                 total = counts.sum()
                 info["train_value_fractions"] = {
-                    str(int(v)): round(float(c / total), 4) for v, c in zip(values, counts)
+                    str(v): round(float(c / total), 4) for v, c in zip((-1, 0, 1), counts) if c
                 }
+        info["dtype"] = self.dtype.name
+        info["bytes_per_feature"] = self.dtype.itemsize
+        if train_transformed is not None:
+            info["train_matrix_bytes"] = int(train_transformed.nbytes)
         if self.standardize and self.standardizer.std is not None:
             info["constant_features"] = int((self.standardizer.std == 0).sum())
         return info
