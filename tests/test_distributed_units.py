@@ -179,6 +179,16 @@ def test_slurm_default_workers_without_cpus_per_task(monkeypatch: pytest.MonkeyP
     assert env.slurm_default("workers", 4) == 4
 
 
+@pytest.mark.parametrize(("cpus", "workers"), [(2, 1), (1, 0), (40, 16)])
+def test_auto_workers_from_the_cpus_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int
+) -> None:
+    monkeypatch.setattr(env.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert env.slurm_default("workers", "auto") == workers
+    set_env(monkeypatch, SLURM_NTASKS=1, SLURM_CPUS_PER_TASK=8)  # SLURM's allocation wins
+    assert env.slurm_default("workers", "auto") == 7
+
+
 def test_slurm_default_tasks_and_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
     set_env(monkeypatch, SLURM_NTASKS=8, SLURM_NNODES=2)
     assert env.slurm_default("tasks_per_node", 1) == 4
@@ -283,7 +293,7 @@ def test_config_defaults_without_slurm(tmp_path: Path) -> None:
     cfg = compose_config("dataset=imagefolder", f"paths.output_dir={tmp_path}")
     assert cfg.trainer.devices == 1
     assert cfg.trainer.num_nodes == 1
-    assert cfg.dataset.num_workers == 2
+    assert cfg.dataset.num_workers == min(len(os.sched_getaffinity(0)) - 1, 16)
     run_dir = Path(cfg.hydra.run.dir)
     assert run_dir.parent == tmp_path / "runs"
     assert TIMESTAMP.match(run_dir.name.removesuffix("_imagefolder_efficientnet_lite0_fne"))

@@ -67,6 +67,9 @@ class TransformedSplit(Dataset):
         return {"image": image, "label": label, "index": index, "ok": ok}
 
 
+PREFETCH_BATCHES = 4  # per worker: a slow image (a large JPEG, a network file system) does not stall the GPU
+
+
 class TransferDataModule(pl.LightningDataModule):
     """Builds the splits at construction (cheap: images load lazily) so their sizes and
     fingerprints are known before any forward pass."""
@@ -135,8 +138,10 @@ class TransferDataModule(pl.LightningDataModule):
             # a last batch of one image breaks BatchNorm in training; keep at least one batch per rank
             drop_last=training and per_rank > self.batch_size,
             num_workers=self.num_workers,
-            persistent_workers=False,
-            pin_memory=torch.cuda.is_available(),
+            # workers live across the epochs of fine-tuning; an extraction loader is read once
+            persistent_workers=training and self.num_workers > 0,
+            prefetch_factor=PREFETCH_BATCHES if self.num_workers > 0 else None,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
         )
 
     def train_dataloader(self) -> DataLoader:

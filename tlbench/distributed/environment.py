@@ -82,17 +82,29 @@ def launched_world_size() -> int:
 
 def slurm_default(what: str, default: Any) -> Any:
     """Defaults for the config (the `slurm` resolver): tasks_per_node, nodes, workers."""
+    if what == "workers":
+        return default_workers(default)
     if not slurm_managed():
         return default
     if what == "tasks_per_node":
         return slurm_tasks_per_node() or default
     if what == "nodes":
         return slurm_nodes() or default
-    if what == "workers":
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-        # One core stays with the rank's main process (the forward pass, the collation).
-        return min(max(int(cpus) - 1, 0), MAX_DEFAULT_WORKERS) if cpus.isdigit() else default
     raise ConfigError(f"unknown ${{slurm:{what}}} in the config; known: tasks_per_node, nodes, workers")
+
+
+def default_workers(default: Any = "auto") -> Any:
+    """DataLoader workers per process: SLURM's --cpus-per-task, else (for `auto`) the CPUs this
+    process may run on, minus one that stays with the main process (the forward pass, the
+    collation), at most MAX_DEFAULT_WORKERS. A number given as the default is kept outside SLURM."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "") if slurm_managed() else ""
+    if cpus.isdigit():
+        available = int(cpus)
+    elif default == "auto":
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    else:
+        return default
+    return min(max(available - 1, 0), MAX_DEFAULT_WORKERS)
 
 
 def device_count(devices: Any) -> int | None:
