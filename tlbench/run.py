@@ -239,7 +239,7 @@ def _extract_splits(
                 features[split], cache[split] = stored[split], "hit"  # type: ignore[assignment]
             continue
         assert trainer is not None
-        merged = _extract_split(cfg, trainer, backbone, taps, datamodule, split, target, keys[split], run_dir)
+        merged = extract_split(cfg, trainer, backbone, taps, datamodule, split, target, keys[split], run_dir)
         if merged is not None:  # rank 0 (the others' shares are with rank 0 now)
             features[split], cache[split] = merged, "miss"
     if not rank0:
@@ -247,7 +247,7 @@ def _extract_splits(
     return features, cache, trainer.world_size if trainer is not None and missing else 1
 
 
-def _extract_split(
+def extract_split(
     cfg: DictConfig,
     trainer: pl.Trainer,
     backbone: Backbone,
