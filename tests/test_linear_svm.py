@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from tlbench.classifiers import LinearSVM
+from tlbench.classifiers.kernel_newton import gram_matrix, solve_squared_hinge_kernel
 from tlbench.classifiers.torch_svm import TorchSquaredHingeSVM, squared_hinge_objective
 
 
@@ -55,6 +57,35 @@ def test_int8_ternary_features_are_used_as_they_are():
     )
 
 
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_kernel_solver_matches_liblinear(C):
+    """The C=auto solver (kernel space, several problems as columns: two row subsets x 3 classes)
+    reaches liblinear's optimum on each problem, large C included, from a warm start as in the grid."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 120)
+    x = (rng.normal(0, 1, (3, 300))[labels] + rng.normal(0, 2, (120, 300))).astype(np.float32)
+    subsets = [np.arange(120) < 90, np.arange(120) >= 30]  # two overlapping "folds"
+    gram = gram_matrix(torch.from_numpy(x), 1.0, torch.device("cpu")).double()
+    signs = torch.from_numpy(np.where(labels[:, None] == np.arange(3), 1.0, -1.0))
+    signs = torch.cat([signs, signs], dim=1)
+    rows = torch.from_numpy(np.repeat(np.stack(subsets, 1), 3, axis=1))
+    group = torch.tensor([0, 0, 0, 1, 1, 1])
+    warm = solve_squared_hinge_kernel(gram, signs, rows, torch.full((6,), C / 10).double(), group, tol=1e-6)
+    result = solve_squared_hinge_kernel(
+        gram, signs, rows, torch.full((6,), C).double(), group, tol=1e-6, init=warm.beta
+    )
+    assert result.converged.all()
+    for i, subset in enumerate(subsets):
+        beta = result.beta[subset, 3 * i : 3 * i + 3].numpy()
+        coef, intercept = beta.T @ x[subset].astype(np.float64), beta.sum(0)
+        reference = LinearSVC(C=C, tol=1e-8, max_iter=200_000, dual=True).fit(x[subset], labels[subset])
+        theirs = squared_hinge_objective(x[subset], labels[subset], reference.coef_, reference.intercept_, C)
+        mine = squared_hinge_objective(x[subset], labels[subset], coef, intercept, C)
+        assert mine == pytest.approx(theirs, rel=1e-5)
+        scores = result.scores[~subset, 3 * i : 3 * i + 3].numpy()  # held-out rows: scores come free
+        np.testing.assert_allclose(scores, x[~subset] @ coef.T + intercept, rtol=1e-4, atol=1e-4)
+
+
 def test_backends_give_the_same_accuracy(digits):
     x, y = digits
     train, test = slice(0, 1200), slice(1200, None)
@@ -66,10 +97,14 @@ def test_backends_give_the_same_accuracy(digits):
     assert abs(accuracy["sklearn"] - accuracy["torch"]) <= 0.005
 
 
-@pytest.mark.parametrize("backend", ["sklearn", "torch"])
-def test_c_auto_picks_the_best_grid_value(backend):
-    """Labels with 30 % noise and 60 noise dimensions, so the grid values score differently; the
-    choice is the grid's best mean, and the means are those of an independent cross-validation."""
+@pytest.mark.parametrize(
+    ("backend", "noise_dims", "solver"),
+    [("sklearn", 60, "one fit"), ("torch", 60, "one fit"), ("torch", 400, "kernel Newton")],
+)
+def test_c_auto_picks_the_best_grid_value(backend, noise_dims, solver):
+    """Labels with 30 % noise and noise dimensions, so the grid values score differently; the
+    choice is the grid's best mean, and the means are those of an independent cross-validation.
+    With more features than images the torch backend solves the grid in kernel space."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     rng = np.random.default_rng(0)
@@ -77,10 +112,11 @@ def test_c_auto_picks_the_best_grid_value(backend):
     labels = (signal[:, 0] + signal[:, 1] > 0).astype(int)
     flip = rng.random(n) < 0.3
     labels[flip] = 1 - labels[flip]
-    x = np.hstack([signal, rng.normal(0, 1, (n, 60))]).astype(np.float32)
+    x = np.hstack([signal, rng.normal(0, 1, (n, noise_dims))]).astype(np.float32)
     grid = [1e-4, 1e-2, 1.0, 100.0]
     svm = LinearSVM(C="auto", backend=backend, c_grid=grid, cv_folds=5, metric="top1").fit(x, labels)
     record = svm.describe()
+    assert record["C_selection"]["solver"].startswith(solver)
     means = {row["C"]: row["mean"] for row in record["C_selection"]["grid"]}
     assert sorted(means) == grid and all(len(row["scores"]) == 5 for row in record["C_selection"]["grid"])
     assert record["C"] == max(grid, key=lambda c: (means[c], -c))  # the best mean (smallest C on ties)

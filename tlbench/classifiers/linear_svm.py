@@ -3,7 +3,9 @@
 Two backends solve the same objective: `sklearn` (LinearSVC, the reference) and `torch` (all
 classes at once, GPU when available; tlbench/classifiers/torch_svm.py). `C="auto"` picks C from a
 log grid by stratified k-fold cross-validation on the training split, scored with the dataset's
-metric, then refits on all training data; the whole grid is recorded.
+metric, then refits on all training data; the whole grid is recorded. With the torch backend the
+whole grid (every fold, C value and class, plus the refit) is solved in kernel space on one Gram
+matrix (tlbench/classifiers/kernel_newton.py) when there are no more images than features.
 """
 
 from __future__ import annotations
@@ -12,15 +14,31 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
+from tlbench.classifiers.chunks import as_tensor, default_device, row_chunks
+from tlbench.classifiers.cross_validation import (
+    DEFAULT_GRID,
+    Folds,
+    check_C,
+    choose_C,
+    stratified_folds,
+    warm_started_predictions,
+)
+from tlbench.classifiers.kernel_newton import gram_matrix, solve_squared_hinge_kernel
 from tlbench.classifiers.torch_svm import TorchSquaredHingeSVM
-from tlbench.metrics import classification_metrics
 
 BACKENDS = ("sklearn", "torch")
-DEFAULT_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+KERNEL_MAX_ROWS = 20_000  # the Gram matrix of C=auto: at most 1.6 GB of float32
+
+
+def kernel_selection_applies(features: np.ndarray) -> bool:
+    """Kernel space pays when there are no more rows than features: then the Gram matrix is smaller
+    than X and (generically) of full rank; with more rows it is rank-deficient and CG on it stalls
+    at large C (measured: no convergence at C=100 on 300 x 62)."""
+    return features.shape[0] <= min(KERNEL_MAX_ROWS, features.shape[1] + 1)
 
 
 class LinearSVM:
@@ -38,10 +56,7 @@ class LinearSVM:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"classifier.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if C != "auto" and (isinstance(C, str) or C <= 0):
-            raise ValueError(f"classifier.C must be positive or 'auto', got {C!r}")
-        if C == "auto" and (cv_folds < 2 or not c_grid or min(c_grid) <= 0):
-            raise ValueError(f"C=auto needs cv_folds >= 2 and a positive c_grid, got {cv_folds} and {c_grid}")
+        check_C(C, c_grid, cv_folds)
         self.C = C
         self.backend = backend
         self.max_iter, self.tol, self.dual, self.random_state = int(max_iter), float(tol), dual, random_state
@@ -52,6 +67,9 @@ class LinearSVM:
         self.chosen_C: float | None = None if C == "auto" else float(C)
         self.grid: list[dict[str, Any]] = []
         self.converged: bool | None = None
+        self.selection: dict[str, Any] = {}
+        self._refit_init: np.ndarray | None = None  # the kernel solver's refit, to start L-BFGS from
+        self._refit_betas: dict[float, torch.Tensor] = {}
 
     def _fit_one(self, features: np.ndarray, labels: np.ndarray, C: float, init: np.ndarray | None = None) -> Any:
         if self.backend == "torch":
@@ -63,32 +81,72 @@ class LinearSVM:
         svc.tlbench_converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         return svc
 
+    def _kernel_predictions(self, features: np.ndarray, labels: np.ndarray, folds: Folds) -> list[list[np.ndarray]]:
+        """Every fold, plus all training rows (the refit), for every class in one batch of columns on
+        one Gram matrix; one solve per C, ascending, each warm-started from the previous C."""
+        device = default_device(None)
+        x = as_tensor(features, device)
+        gram = gram_matrix(x, 1.0, device)
+        classes, encoded = np.unique(labels, return_inverse=True)
+        n, k, f = len(labels), len(classes), len(folds)
+        rows = torch.zeros(n, f + 1, dtype=torch.bool, device=device)
+        for i, (train, _) in enumerate(folds):
+            rows[torch.from_numpy(train).to(device), i] = True
+        rows[:, f] = True  # the refit on all training rows
+        onehot = torch.from_numpy(encoded).to(device)[:, None] == torch.arange(k, device=device)
+        signs = torch.where(onehot, 1.0, -1.0)[:, None, :].expand(n, f + 1, k).reshape(n, -1)
+        rows = rows[:, :, None].expand(n, f + 1, k).reshape(n, -1)
+        group = torch.arange(f + 1, device=device).repeat_interleave(k)  # one stopping rule per fold
+        predictions: list[list[np.ndarray]] = [[] for _ in folds]
+        beta, converged, newton, products, refit = None, True, 0, 0, {}
+        for c in self.c_grid:
+            C = torch.full((signs.shape[1],), c, device=device)
+            result = solve_squared_hinge_kernel(
+                gram, signs, rows, C, group, tol=self.tol, max_iter=self.max_iter, init=beta
+            )
+            beta, converged = result.beta, converged and bool(result.converged.all())
+            newton, products = newton + result.newton_steps, products + result.matvecs
+            scores = result.scores.view(n, f + 1, k)
+            for i, (_, held) in enumerate(folds):
+                predictions[i].append(classes[scores[torch.from_numpy(held).to(device), i].argmax(1).cpu().numpy()])
+            refit[c] = beta.view(n, f + 1, k)[:, f]
+        self._refit_betas = refit
+        self.selection = {
+            "solver": "kernel Newton-CG, all folds and classes at once",
+            "converged": converged,
+            "newton_steps": newton,
+            "gram_products": products,
+        }
+        return predictions
+
+    def _weights_from_beta(self, features: np.ndarray, beta: torch.Tensor) -> np.ndarray:
+        """w = sum_i beta_i [x_i, 1] as (K, D+1), row chunk by row chunk."""
+        x = as_tensor(features, beta.device)
+        w = torch.zeros(beta.shape[1], x.shape[1] + 1, device=beta.device)
+        for start, chunk in row_chunks(x, beta.device):
+            w[:, :-1] += beta[start : start + chunk.shape[0]].T @ chunk
+        w[:, -1] = beta.sum(0)
+        return w.cpu().numpy()
+
     def _select_C(self, features: np.ndarray, labels: np.ndarray) -> float:
-        """Stratified k-fold over the grid, ascending C; the torch backend warm-starts each C from
-        the previous one's weights on the same fold."""
-        smallest = int(np.bincount(np.unique(labels, return_inverse=True)[1]).min())
-        folds = min(self.cv_folds, smallest)
-        if folds < 2:
-            raise ValueError(f"C=auto needs at least 2 training images per class, the smallest class has {smallest}")
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.random_state)
-        num_classes = int(labels.max()) + 1
-        scores = {c: [] for c in self.c_grid}
-        for train, held in splitter.split(features, labels):
-            init = None
-            for c in self.c_grid:
-                model = self._fit_one(features[train], labels[train], c, init)
-                init = getattr(model, "weights_", None)
-                metrics = classification_metrics(labels[held], model.predict(features[held]), num_classes)
-                scores[c].append(metrics[self.metric])
-        self.grid = [{"C": c, "scores": s, "mean": float(np.mean(s))} for c, s in scores.items()]
-        best = max(self.grid, key=lambda row: row["mean"])  # the first (smallest C) of equal means
-        return float(best["C"])
+        folds = stratified_folds(labels, self.cv_folds, self.random_state)
+        if self.backend == "torch" and kernel_selection_applies(features):
+            predictions = self._kernel_predictions(features, labels, folds)
+        else:  # ascending C, the torch backend warm-starting each C from the previous one on the same fold
+            predictions = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid)
+            self.selection = {"solver": "one fit per fold and C"}
+        chosen, self.grid = choose_C(labels, folds, self.c_grid, predictions, self.metric)
+        if self.selection.get("solver", "").startswith("kernel"):
+            self._refit_init = self._weights_from_beta(features, self._refit_betas[chosen])
+        self._refit_betas = {}
+        return chosen
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> LinearSVM:
         if self.C == "auto":
             self.chosen_C = self._select_C(features, labels)
         assert self.chosen_C is not None
-        self.model = self._fit_one(features, labels, self.chosen_C)
+        self.model = self._fit_one(features, labels, self.chosen_C, self._refit_init)
+        self._refit_init = None
         info = getattr(self.model, "info", None)
         self.converged = info["converged"] if info else self.model.tlbench_converged
         return self
@@ -111,5 +169,5 @@ class LinearSVM:
         if self.backend == "torch" and self.model is not None:
             record.update({k: self.model.info[k] for k in ("objective", "grad_norm", "evaluations", "device")})
         if self.C == "auto":
-            record["C_selection"] = {"folds": self.cv_folds, "metric": self.metric, "grid": self.grid}
+            record["C_selection"] = {"folds": self.cv_folds, "metric": self.metric, "grid": self.grid, **self.selection}
         return record

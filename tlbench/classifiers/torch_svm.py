@@ -10,6 +10,10 @@ evaluation serves all classes. The squared hinge is differentiable, so L-BFGS co
 optimum as liblinear; `describe()` reports the final objective and gradient norm. Features may be
 int8 (the FNE's {-1, 0, 1}): they are converted to float in row chunks at each evaluation, never as a
 whole float32 copy of the matrix.
+
+The stopping rule is liblinear's primal one (TRON) taken over all classes together:
+||grad f(w)|| <= tol * ||(min(pos_k, neg_k) / l) grad f_k(0)||, the gradient at w = 0 whatever the
+starting point, so a warm start does not change what "converged" means.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-CHUNK_ROWS = 8192
+from tlbench.classifiers.chunks import as_tensor, default_device, row_chunks
 
 
 class TorchSquaredHingeSVM:
@@ -37,7 +41,7 @@ class TorchSquaredHingeSVM:
         self.max_iter = int(max_iter)
         self.tol = float(tol)
         self.intercept_scaling = float(intercept_scaling)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(device)
         self.classes_: np.ndarray | None = None
         self.coef_: np.ndarray | None = None  # (K, D)
         self.intercept_: np.ndarray | None = None  # (K,)
@@ -46,19 +50,16 @@ class TorchSquaredHingeSVM:
     # --- the objective, in row chunks ---
     def _scores(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """[x, s] @ w.T for all rows, chunk by chunk (x may be int8)."""
-        parts = []
-        for start in range(0, x.shape[0], CHUNK_ROWS):
-            chunk = x[start : start + CHUNK_ROWS].to(self.device, torch.float32, non_blocking=True)
-            parts.append(chunk @ w[:, :-1].T + self.intercept_scaling * w[:, -1])
-        return torch.cat(parts)
+        return torch.cat(
+            [chunk @ w[:, :-1].T + self.intercept_scaling * w[:, -1] for _, chunk in row_chunks(x, self.device)]
+        )
 
     def _objective(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Value and gradient, summed over classes (float64 accumulation of the float32 products)."""
         grad = w.clone()  # from 0.5 ||w||^2
         value = 0.5 * (w.double() ** 2).sum()
-        for start in range(0, x.shape[0], CHUNK_ROWS):
-            chunk = x[start : start + CHUNK_ROWS].to(self.device, torch.float32, non_blocking=True)
-            yc = y[start : start + CHUNK_ROWS]
+        for start, chunk in row_chunks(x, self.device):
+            yc = y[start : start + chunk.shape[0]]
             margin = 1 - yc * (chunk @ w[:, :-1].T + self.intercept_scaling * w[:, -1])
             active = margin.clamp(min=0)
             value = value + self.C * (active.double() ** 2).sum()
@@ -70,16 +71,16 @@ class TorchSquaredHingeSVM:
     def fit(self, features: np.ndarray, labels: np.ndarray, init: np.ndarray | None = None) -> TorchSquaredHingeSVM:
         """`init`: (K, D+1) weights to start from (a warm start across C values)."""
         self.classes_, encoded = np.unique(labels, return_inverse=True)
-        x = torch.from_numpy(np.ascontiguousarray(features))
-        if self.device.type == "cuda" and x.dtype != torch.int8:
-            x = x.to(self.device)  # one transfer; int8 stays on the host, converted per chunk
+        x = as_tensor(features, self.device)
         k, d = len(self.classes_), x.shape[1]
         y = -torch.ones(x.shape[0], k, device=self.device)
         y[torch.arange(x.shape[0]), torch.from_numpy(encoded).to(self.device)] = 1.0
         w0 = torch.zeros(k, d + 1, device=self.device) if init is None else torch.as_tensor(init, device=self.device)
         w = w0.clone().float().requires_grad_(False)
-        _, g0 = self._objective(x, y, w)
-        target = self.tol * max(float(g0.norm()), 1e-12)
+        _, g0 = self._objective(x, y, torch.zeros_like(w))
+        positives = (y > 0).sum(dim=0).float()
+        scale = torch.minimum(positives, x.shape[0] - positives) / x.shape[0]  # liblinear's min(pos, neg) / l
+        target = self.tol * max(float((scale[:, None] * g0).norm()), 1e-12)
 
         optimizer = torch.optim.LBFGS(
             [w.requires_grad_()],
@@ -90,7 +91,7 @@ class TorchSquaredHingeSVM:
             history_size=20,
             line_search_fn="strong_wolfe",
         )
-        state = {"evaluations": 0, "grad_norm": float(g0.norm())}
+        state = {"evaluations": 0, "grad_norm": float("inf")}
 
         def closure() -> torch.Tensor:
             value, grad = self._objective(x, y, w.detach())
@@ -111,6 +112,7 @@ class TorchSquaredHingeSVM:
             "objective": float(value),
             "grad_norm": float(grad.norm()),
             "converged": float(grad.norm()) <= target * 1.0001,
+            "target": target,
             "evaluations": state["evaluations"],
             "device": str(self.device),
         }
@@ -120,7 +122,7 @@ class TorchSquaredHingeSVM:
         assert self.weights_ is not None, "fit first"
         w = torch.from_numpy(self.weights_).to(self.device)
         with torch.no_grad():
-            return self._scores(torch.from_numpy(np.ascontiguousarray(features)), w).cpu().numpy()
+            return self._scores(as_tensor(features, self.device), w).cpu().numpy()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.classes_[self.decision_function(features).argmax(axis=1)]
