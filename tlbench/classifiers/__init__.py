@@ -1,5 +1,6 @@
 """Classifiers fitted on extracted features."""
 
 from tlbench.classifiers.linear_svm import LinearSVM
+from tlbench.classifiers.logistic_regression import LogisticRegression
 
-__all__ = ["LinearSVM"]
+__all__ = ["LinearSVM", "LogisticRegression"]
