@@ -60,6 +60,7 @@ def test_rerun_hits_the_cache_with_identical_numbers(first_run, workdir):
     second = read_json(workdir / "run2" / "results.json")
     assert second["cache"] == {"train": "hit", "test": "hit"}
     assert "extract_images_per_s" not in second["timings"]  # nothing was extracted
+    assert (first["postprocess"]["cache"], second["postprocess"]["cache"]) == ("miss", "hit")  # int8 FNE inputs
     assert "cache hit" in proc.stdout + proc.stderr
     assert second["metrics"] == first["metrics"]
     assert second["timings"]["extract"] < first["timings"]["extract"] / 5

@@ -588,7 +588,7 @@ def commit_shard(shards: FeatureStore, part: FeatureSet, rank: int, world: int) 
     writer = shards.writer(shard_name(rank, world))
     writer.append(part.features, part.labels, part.indices)
     writer.mark_skipped(part.skipped)
-    shards.commit(shard_name(rank, world), writer, part.layout, {}, replace=True)
+    shards.commit(shard_name(rank, world), writer, part.layout, {})
 
 
 def test_gather_features_two_ranks(tmp_path: Path) -> None:

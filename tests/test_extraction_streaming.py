@@ -13,6 +13,7 @@ from test_run_wiring import compose_cfg
 
 from tlbench.data import TransferDataModule
 from tlbench.data.transforms import eval_transform
+from tlbench.embedding import postprocess as postprocess_module
 from tlbench.embedding.hooks import TapRecorder
 from tlbench.embedding.store import FeatureStore, read_entry
 from tlbench.models import create_backbone, resolve_taps
@@ -115,3 +116,27 @@ def test_interrupted_extraction_leaves_no_entry(tmp_path, image_folder, monkeypa
         run(compose_cfg(tmp_path, image_folder, *TINY, "dataset.batch_size=4"), tmp_path / "run")
     assert not [p for p in (tmp_path / "cache").iterdir()], "no entry and no temporary folder"
     assert FeatureStore(tmp_path / "cache").load("anything") is None
+
+
+def test_fne_inputs_are_cached_as_int8_and_reused_by_a_c_sweep(tmp_path, image_folder, monkeypatch):
+    first = run(compose_cfg(tmp_path, image_folder, *TINY), tmp_path / "run1")
+    assert first.postprocess["cache"] == "miss"
+    prepared = [p for p in (tmp_path / "cache").iterdir() if '"kind": "prepared"' in (p / "meta.json").read_text()]
+    assert len(prepared) == 2  # train and test
+    for folder in prepared:
+        entry = read_entry(folder)
+        assert entry.features.dtype == np.int8 and set(np.unique(entry.features)) <= {-1, 0, 1}
+        assert (folder / "features.npy").stat().st_size == 128 + entry.features.size  # one byte per feature
+
+    def no_standardization(*args, **kwargs):
+        raise AssertionError("a C sweep point on cached FNE inputs must not standardize again")
+
+    monkeypatch.setattr(postprocess_module.FeaturePostprocess, "fit", no_standardization)
+    second = run(compose_cfg(tmp_path, image_folder, *TINY, "classifier.C=0.5"), tmp_path / "run2")
+    monkeypatch.undo()
+    assert second.cache == {"train": "hit", "test": "hit"} and second.postprocess["cache"] == "hit"
+    fresh = run(
+        compose_cfg(tmp_path / "fresh", image_folder, *TINY, "classifier.C=0.5", "cache=false"), tmp_path / "run3"
+    )
+    assert second.metrics == fresh.metrics
+    assert {k: v for k, v in second.postprocess.items() if k != "cache"} == fresh.postprocess

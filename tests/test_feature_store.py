@@ -195,15 +195,21 @@ def test_writer_without_rows_gives_an_empty_matrix_of_the_layout_width(tmp_path)
     assert entry.features.shape == (0, 5) and entry.skipped == [0, 1]
 
 
-def test_a_concurrent_complete_entry_wins(tmp_path):
+def test_a_new_entry_replaces_the_old_one_while_readers_keep_theirs(tmp_path):
+    """A split re-extracted under the same key (skipped images that decode again after a transient
+    read error) replaces the entry; a reader that mapped the old one still reads it whole."""
     store = FeatureStore(tmp_path)
     key = cache_key(**BASE)
     first = make_set()
     store.save(key, first, {"job": 1})
-    other = FeatureSet(first.features + 1, first.labels, first.indices, first.skipped, first.layout)
-    store.save(key, other, {"job": 2})  # the same key must mean the same features: the first stays
-    np.testing.assert_array_equal(store.load(key).features, first.features)
-    assert not list(tmp_path.glob(".*")), "the loser's temporary folder is removed"
+    reader = store.load(key)
+    repaired = FeatureSet(first.features + 1, first.labels, first.indices, [], first.layout)
+    store.save(key, repaired, {"job": 2})
+    again = store.load(key)
+    np.testing.assert_array_equal(again.features, repaired.features)
+    assert again.skipped == []
+    np.testing.assert_array_equal(reader.features, first.features)
+    assert not list(tmp_path.glob(".*")), "no temporary or old folder is left behind"
 
 
 def test_a_batch_of_another_width_is_refused(tmp_path):

@@ -34,6 +34,7 @@ from tlbench.distributed.requeue import requeue_on_sigusr1
 from tlbench.distributed.shards import check_coverage, gather_features, shard_name
 from tlbench.embedding.extractor import FeatureExtractor
 from tlbench.embedding.postprocess import FeaturePostprocess
+from tlbench.embedding.prepared import prepare_inputs
 from tlbench.embedding.progress import ExtractionProgressBar
 from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, row_chunks
 from tlbench.errors import ConfigError, DatasetError, ImageDecodeError, RunFinished
@@ -118,7 +119,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         extracted = _extract_splits(cfg, backbone, taps, transform, datamodule, run_dir)
         if extracted is None:  # another rank than 0: its share of the features is with rank 0
             return None
-        features, cache, world_size = extracted
+        features, cache, keys, world_size = extracted
         extract_s = time.perf_counter() - t0
 
         skipped = {
@@ -138,15 +139,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         # --- post-processing and classifier (no Trainer runs: tlbench handles the requeue signal) ---
         with requeue_on_sigusr1(requeue_owner(str(cfg.slurm.requeue))):
             t0 = time.perf_counter()
-            post.fit(train.features)
-            train_x = post.transform(train.features)
-            classifier.fit(train_x, train.labels)
+            store = FeatureStore(cfg.paths.cache_dir) if cfg.cache else None
+            # int8 FNE inputs from the cache only when every raw split was a hit: a split extracted
+            # again under the same key (skipped images now readable) makes them anew
+            reuse = all(outcome == "hit" for outcome in cache.values())
+            inputs, post_record = prepare_inputs(post, post_args, features, keys, store, reuse)
+            classifier.fit(inputs["train"], train.labels)
             fit_s = time.perf_counter() - t0
 
             t0 = time.perf_counter()
             metrics = {}
             for split in (s for s in ("val", "test") if s in features):
-                predictions = classifier.predict(post.transform(features[split].features))
+                predictions = classifier.predict(inputs[split])
                 metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
             evaluate_s = time.perf_counter() - t0
 
@@ -171,7 +175,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
             seed=int(cfg.seed),
             backbone=backbone.describe(),
             taps=[str(t) for t in taps],
-            postprocess=post.describe(train_x),
+            postprocess=post_record,
             classifier=classifier.describe(),
             config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
             provenance=provenance(),
@@ -197,9 +201,9 @@ def _extract_splits(
     transform: Any,
     datamodule: TransferDataModule,
     run_dir: Path,
-) -> tuple[dict[str, FeatureSet], dict[str, str], int] | None:
+) -> tuple[dict[str, FeatureSet], dict[str, str], dict[str, str], int] | None:
     """Features of every split, from the FeatureStore when present, else by Trainer.predict on one
-    or several ranks, with the cache outcome per split and the number of ranks. Rank 0 gets them
+    or several ranks, with the cache outcome and key per split and the number of ranks. Rank 0 gets them
     all; other ranks get None once their share is written."""
     name = datamodule.dataset.name
     store = FeatureStore(cfg.paths.cache_dir)
@@ -244,7 +248,7 @@ def _extract_splits(
             features[split], cache[split] = merged, "miss"
     if not rank0:
         return None
-    return features, cache, trainer.world_size if trainer is not None and missing else 1
+    return features, cache, keys, trainer.world_size if trainer is not None and missing else 1
 
 
 def extract_split(
@@ -298,7 +302,7 @@ def extract_split(
             raise
         return merged
     rank = trainer.global_rank
-    shards.commit(shard_name(rank, world), extractor.writer, extractor.layout, {**meta, "rank": rank}, replace=True)
+    shards.commit(shard_name(rank, world), extractor.writer, extractor.layout, {**meta, "rank": rank})
     merged = gather_features(shards, len(samples), trainer.strategy, what, target, key, meta)
     with contextlib.suppress(OSError):  # the last split's shards are gone: the folder is empty
         shards.root.parent.rmdir()
@@ -395,13 +399,16 @@ def _check_features(features: dict[str, FeatureSet], name: str) -> None:
     for split, fs in features.items():
         if len(fs.labels) == 0:
             raise DatasetError(f"no readable image in {name}/{split}; see the skipped files above")
-        bad_columns = np.zeros(fs.dim, bool)
-        for part in row_chunks(len(fs.labels), fs.dim, 4):  # the features may be a memory map
-            bad_columns |= ~np.isfinite(fs.features[part]).all(axis=0)
-        if bad_columns.any():
+        bad = fs.nonfinite_columns  # counted by the FeatureWriter; else read (in chunks: maybe a memory map)
+        if bad is None:
+            columns = np.zeros(fs.dim, bool)
+            for part in row_chunks(len(fs.labels), fs.dim, 4):
+                columns |= ~np.isfinite(fs.features[part]).all(axis=0)
+            bad = int(columns.sum())
+        if bad:
             raise DatasetError(
                 f"the backbone produced NaN/inf features on {name}/{split} "
-                f"({int(bad_columns.sum())} columns); with reduced precision "
+                f"({bad} columns); with reduced precision "
                 "this is usually an overflow: try trainer.precision=32-true"
             )
 

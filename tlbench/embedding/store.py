@@ -42,6 +42,7 @@ class FeatureSet:
     indices: np.ndarray  # (N,) int64 dataset indices
     skipped: list[int] = field(default_factory=list)  # dataset indices that could not be decoded
     layout: list[tuple[str, int]] = field(default_factory=list)  # (tap, dimension) in column order
+    nonfinite_columns: int | None = None  # columns with a NaN/inf, counted as written; None: unknown
 
     @property
     def dim(self) -> int:
@@ -84,6 +85,7 @@ class FeatureWriter:
         self._labels: list[np.ndarray] = []
         self._indices: list[np.ndarray] = []
         self._skipped: set[int] = set()
+        self._nonfinite: np.ndarray | None = None  # per column: any NaN/inf so far
         self._handle = open(self.folder / "features.npy", "wb")  # noqa: SIM115 (closed in finish/abort)
 
     def append(self, features: Any, labels: Any, indices: Any, ok: Any = None) -> None:
@@ -98,6 +100,9 @@ class FeatureWriter:
         keep = np.ones(len(labels), bool) if ok is None else np.asarray(ok, bool)
         self.mark_skipped(indices[~keep])
         rows = np.ascontiguousarray(features[keep], dtype=self.dtype)
+        if self.dtype.kind == "f":  # counted now, so a cache hit need not read every value again
+            bad = ~np.isfinite(rows).all(axis=0)
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
         self._handle.write(rows.tobytes())
         self._labels.append(labels[keep].astype(np.int64))
         self._indices.append(indices[keep].astype(np.int64))
@@ -133,6 +138,7 @@ class FeatureWriter:
             "dim": self.dim,
             "dtype": self.dtype.name,
             "bytes_per_feature": self.dtype.itemsize,
+            "nonfinite_columns": int(self._nonfinite.sum()) if self._nonfinite is not None else 0,
         }
         (self.folder / "meta.json").write_text(json.dumps(record, indent=2, default=str))
         return read_entry(self.folder)
@@ -172,6 +178,7 @@ def read_entry(folder: str | Path) -> FeatureSet:
         indices=indices,
         skipped=[int(i) for i in np.load(folder / "skipped.npy")],
         layout=[(str(n), int(d)) for n, d in meta["layout"]],
+        nonfinite_columns=meta.get("nonfinite_columns"),
     )
 
 
@@ -203,27 +210,25 @@ class FeatureStore:
         return FeatureWriter(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.root), dtype)
 
     def commit(
-        self,
-        key: str,
-        writer: FeatureWriter,
-        layout: list[tuple[str, int]],
-        meta: dict[str, Any],
-        replace: bool = False,
+        self, key: str, writer: FeatureWriter, layout: list[tuple[str, int]], meta: dict[str, Any]
     ) -> FeatureSet:
-        """Finish the writer and rename its folder into place. A concurrent job that committed the
-        same key first wins (the same inputs give the same features): ours is dropped, unless
-        `replace` (a rank's shard replaces what a killed run left)."""
+        """Finish the writer and rename its folder into place, replacing an older entry of the key
+        (a split re-extracted because skipped images decode again; a concurrent job's copy of the
+        same features). The old folder is renamed away first and removed after: readers that
+        mapped it keep their pages, and a reader in between sees a miss, never a mixed entry."""
         try:
             writer.finish(layout, meta)
             path = self.path(key)
-            if path.exists() and replace:
-                shutil.rmtree(path)
-            elif path.exists():
-                self.load(key)  # an entry that does not load is set aside, then replaced
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".old", dir=self.root))
+                os.replace(path, old / key)
             try:
                 os.replace(writer.folder, path)
-            except OSError:  # the other job's complete entry is there
+            except OSError:  # another job put its entry there in between: keep that one
                 shutil.rmtree(writer.folder, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
             return read_entry(path)
         except BaseException:
             writer.abort()
@@ -246,7 +251,7 @@ class FeatureStore:
         """Temporary folders of this key left by a killed writer. Young ones may belong to a
         concurrent job writing the same entry, so only those older than STALE_SECONDS go."""
         now = time.time()
-        for tmp in self.root.glob(f".{key}.*.tmp"):
+        for tmp in [*self.root.glob(f".{key}.*.tmp"), *self.root.glob(f".{key}.*.old")]:
             with contextlib.suppress(OSError):
                 if now - tmp.stat().st_mtime > STALE_SECONDS:
                     shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
