@@ -86,6 +86,23 @@ def test_kernel_solver_matches_liblinear(C):
         np.testing.assert_allclose(scores, x[~subset] @ coef.T + intercept, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("C", [0.01, 10.0])
+def test_single_fit_with_more_features_than_images(C):
+    """N <= D: the torch backend starts from the kernel-space Newton solution and checks it in the
+    primal; the result is liblinear's optimum."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 150)
+    x = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(150, 400))
+    x[:, :4] = np.where(labels[:, None] == np.arange(4), 1, -1)  # plus a little signal
+    svm = LinearSVM(C=C, backend="torch", tol=1e-6).fit(x, labels)
+    record = svm.describe()
+    assert record["solver"].startswith("kernel Newton") and record["converged"]
+    reference = LinearSVC(C=C, tol=1e-8, max_iter=200_000, dual=True).fit(x.astype(np.float32), labels)
+    theirs = squared_hinge_objective(x, labels, reference.coef_, reference.intercept_, C)
+    assert record["objective"] == pytest.approx(theirs, rel=1e-5)
+    assert (svm.predict(x) == reference.predict(x.astype(np.float32))).all()
+
+
 def test_backends_give_the_same_accuracy(digits):
     x, y = digits
     train, test = slice(0, 1200), slice(1200, None)

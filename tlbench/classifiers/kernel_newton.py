@@ -24,11 +24,14 @@ little at each), from the neighbouring C's optimum only a few.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 CG_REDUCTION = 1e-3  # inexact Newton: CG stops once the residual has shrunk 1000x (fewest products overall)
+PARALLEL_PRODUCT = 2e8  # n * n * columns from which a G @ B product runs on all CPU threads
 LINE_SEARCH_STEPS = 20  # semismooth Newton on the piecewise-linear derivative; finite, usually < 5
 
 
@@ -40,6 +43,22 @@ class KernelNewtonResult:
     converged: torch.Tensor  # (groups,) bool
     newton_steps: int
     matvecs: int
+
+
+@contextmanager
+def _threads_for_products_only(device: torch.device) -> Iterator[int]:
+    """On a CPU, the many small elementwise steps run on one thread and only the G @ B products use
+    all of them: measured on 2 cores, an OpenMP fork per (3000 x 100) elementwise op made a solve
+    10x slower than one thread (20x when another process competes for the cores)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield threads
+        return
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _group_norm(sq: torch.Tensor, group: torch.Tensor, groups: int) -> torch.Tensor:
@@ -60,6 +79,22 @@ def solve_squared_hinge_kernel(
 ) -> KernelNewtonResult:
     """gram (n, n); signs (n, P) in {-1, +1}; rows (n, P) bool, the problem's training rows T_p;
     C (P,); group (P,) int64 in [0, groups): columns whose stopping rule is shared; init (n, P)."""
+    with _threads_for_products_only(gram.device) as threads:
+        return _solve(gram, signs, rows, C, group, tol, max_iter, max_cg, init, threads)
+
+
+def _solve(
+    gram: torch.Tensor,
+    signs: torch.Tensor,
+    rows: torch.Tensor,
+    C: torch.Tensor,
+    group: torch.Tensor,
+    tol: float,
+    max_iter: int,
+    max_cg: int,
+    init: torch.Tensor | None,
+    threads: int,
+) -> KernelNewtonResult:
     n, p = signs.shape
     groups = int(group.max()) + 1
     dtype = gram.dtype
@@ -69,10 +104,18 @@ def solve_squared_hinge_kernel(
     two_c = (2 * C).to(dtype)
     matvecs = 0
 
+    # all threads only for products big enough to gain from them (small ones: one thread, measured faster)
+    parallel = gram.device.type == "cpu" and n * n * p >= PARALLEL_PRODUCT
+
     def gmul(v: torch.Tensor) -> torch.Tensor:
         nonlocal matvecs
         matvecs += 1
-        return gram @ v
+        if parallel:
+            torch.set_num_threads(threads)
+        out = gram @ v
+        if parallel:
+            torch.set_num_threads(1)
+        return out
 
     # ||grad f(0)||, scaled per problem by liblinear's min(pos, neg) / l; its coefficients are -2C y on T
     count = mask.sum(0).clamp(min=1)
@@ -154,4 +197,4 @@ def gram_matrix(x: torch.Tensor, scaling: float, device: torch.device, chunk_row
             block = left @ right.T
             gram[a0:a1, b0:b1] = block
             gram[b0:b1, a0:a1] = block.T
-    return gram + scaling**2
+    return gram.add_(scaling**2)  # in place: no second n x n matrix

@@ -5,7 +5,8 @@ classes at once, GPU when available; tlbench/classifiers/torch_svm.py). `C="auto
 log grid by stratified k-fold cross-validation on the training split, scored with the dataset's
 metric, then refits on all training data; the whole grid is recorded. With the torch backend the
 whole grid (every fold, C value and class, plus the refit) is solved in kernel space on one Gram
-matrix (tlbench/classifiers/kernel_newton.py) when there are no more images than features.
+matrix (tlbench/classifiers/kernel_newton.py) when there are no more images than features; a single
+torch fit then starts from the same kernel-space solution (L-BFGS checks it in the primal).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ BACKENDS = ("sklearn", "torch")
 KERNEL_MAX_ROWS = 20_000  # the Gram matrix of C=auto: at most 1.6 GB of float32
 
 
-def kernel_selection_applies(features: np.ndarray) -> bool:
+def kernel_applies(features: np.ndarray) -> bool:
     """Kernel space pays when there are no more rows than features: then the Gram matrix is smaller
     than X and (generically) of full rank; with more rows it is rank-deficient and CG on it stalls
     at large C (measured: no convergence at C=100 on 300 x 62)."""
@@ -69,7 +70,7 @@ class LinearSVM:
         self.converged: bool | None = None
         self.selection: dict[str, Any] = {}
         self._refit_init: np.ndarray | None = None  # the kernel solver's refit, to start L-BFGS from
-        self._refit_betas: dict[float, torch.Tensor] = {}
+        self.kernel_info: dict[str, Any] = {}  # the kernel solver's last run
 
     def _fit_one(self, features: np.ndarray, labels: np.ndarray, C: float, init: np.ndarray | None = None) -> Any:
         if self.backend == "torch":
@@ -81,9 +82,12 @@ class LinearSVM:
         svc.tlbench_converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         return svc
 
-    def _kernel_predictions(self, features: np.ndarray, labels: np.ndarray, folds: Folds) -> list[list[np.ndarray]]:
+    def _kernel_solve(
+        self, features: np.ndarray, labels: np.ndarray, folds: Folds, c_values: list[float]
+    ) -> tuple[list[list[np.ndarray]], dict[float, torch.Tensor]]:
         """Every fold, plus all training rows (the refit), for every class in one batch of columns on
-        one Gram matrix; one solve per C, ascending, each warm-started from the previous C."""
+        one Gram matrix; one solve per C, ascending, each warm-started from the previous C. Returns the
+        held-out predictions [fold][C] and the refit's coefficients (n, K) per C."""
         device = default_device(None)
         x = as_tensor(features, device)
         gram = gram_matrix(x, 1.0, device)
@@ -99,7 +103,7 @@ class LinearSVM:
         group = torch.arange(f + 1, device=device).repeat_interleave(k)  # one stopping rule per fold
         predictions: list[list[np.ndarray]] = [[] for _ in folds]
         beta, converged, newton, products, refit = None, True, 0, 0, {}
-        for c in self.c_grid:
+        for c in c_values:
             C = torch.full((signs.shape[1],), c, device=device)
             result = solve_squared_hinge_kernel(
                 gram, signs, rows, C, group, tol=self.tol, max_iter=self.max_iter, init=beta
@@ -110,14 +114,8 @@ class LinearSVM:
             for i, (_, held) in enumerate(folds):
                 predictions[i].append(classes[scores[torch.from_numpy(held).to(device), i].argmax(1).cpu().numpy()])
             refit[c] = beta.view(n, f + 1, k)[:, f]
-        self._refit_betas = refit
-        self.selection = {
-            "solver": "kernel Newton-CG, all folds and classes at once",
-            "converged": converged,
-            "newton_steps": newton,
-            "gram_products": products,
-        }
-        return predictions
+        self.kernel_info = {"converged": converged, "newton_steps": newton, "gram_products": products}
+        return predictions, refit
 
     def _weights_from_beta(self, features: np.ndarray, beta: torch.Tensor) -> np.ndarray:
         """w = sum_i beta_i [x_i, 1] as (K, D+1), row chunk by row chunk."""
@@ -130,20 +128,25 @@ class LinearSVM:
 
     def _select_C(self, features: np.ndarray, labels: np.ndarray) -> float:
         folds = stratified_folds(labels, self.cv_folds, self.random_state)
-        if self.backend == "torch" and kernel_selection_applies(features):
-            predictions = self._kernel_predictions(features, labels, folds)
+        if self.backend == "torch" and kernel_applies(features):
+            predictions, refit = self._kernel_solve(features, labels, folds, self.c_grid)
+            self.selection = {"solver": "kernel Newton-CG, all folds and classes at once", **self.kernel_info}
         else:  # ascending C, the torch backend warm-starting each C from the previous one on the same fold
-            predictions = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid)
+            predictions, refit = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid), {}
             self.selection = {"solver": "one fit per fold and C"}
         chosen, self.grid = choose_C(labels, folds, self.c_grid, predictions, self.metric)
-        if self.selection.get("solver", "").startswith("kernel"):
-            self._refit_init = self._weights_from_beta(features, self._refit_betas[chosen])
-        self._refit_betas = {}
+        if chosen in refit:
+            self._refit_init = self._weights_from_beta(features, refit[chosen])
         return chosen
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> LinearSVM:
         if self.C == "auto":
             self.chosen_C = self._select_C(features, labels)
+        elif self.backend == "torch" and kernel_applies(features):
+            # no more images than features: Newton in kernel space, then L-BFGS checks (and if need be
+            # finishes) in the primal, so the stopping rule and the reported objective are the primal's
+            refit = self._kernel_solve(features, labels, [], [float(self.C)])[1]
+            self._refit_init = self._weights_from_beta(features, refit[float(self.C)])
         assert self.chosen_C is not None
         self.model = self._fit_one(features, labels, self.chosen_C, self._refit_init)
         self._refit_init = None
@@ -168,6 +171,9 @@ class LinearSVM:
             record["iterations"] = int(np.max(self.model.n_iter_))
         if self.backend == "torch" and self.model is not None:
             record.update({k: self.model.info[k] for k in ("objective", "grad_norm", "evaluations", "device")})
+            record["solver"] = "kernel Newton-CG, then L-BFGS in the primal" if self.kernel_info else "L-BFGS"
+            if self.kernel_info and self.C != "auto":
+                record["kernel_newton"] = self.kernel_info
         if self.C == "auto":
             record["C_selection"] = {"folds": self.cv_folds, "metric": self.metric, "grid": self.grid, **self.selection}
         return record

@@ -91,10 +91,12 @@ class TorchSquaredHingeSVM:
             history_size=20,
             line_search_fn="strong_wolfe",
         )
-        state = {"evaluations": 0, "grad_norm": float("inf")}
+        state: dict[str, Any] = {"evaluations": 0, "grad_norm": float("inf")}
 
         def closure() -> torch.Tensor:
             value, grad = self._objective(x, y, w.detach())
+            if state["evaluations"] == 0:
+                state["first"] = (value, grad)
             w.grad = grad
             state["evaluations"] += 1
             state["grad_norm"] = float(grad.norm())
@@ -104,7 +106,8 @@ class TorchSquaredHingeSVM:
 
         optimizer.step(closure)
         w = w.detach()
-        value, grad = self._objective(x, y, w)
+        # stopped at the starting point (a converged warm start): its evaluation is the final one
+        value, grad = state["first"] if state["evaluations"] == 1 else self._objective(x, y, w)
         self.coef_ = w[:, :-1].cpu().numpy()
         self.intercept_ = (self.intercept_scaling * w[:, -1]).cpu().numpy()
         self.weights_ = w.cpu().numpy()
