@@ -127,8 +127,8 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
     assert ddp["metrics"] == single["metrics"]
     assert ddp["split_sizes"] == single["split_sizes"] == {"train": 21, "test": 9}
     for split in ("train", "test"):
-        (a,) = [p for p in (tmp_path / "cache").glob("[0-9a-f]*") if read_meta(p)["split"] == split]
-        (b,) = [p for p in (single_tmp / "cache").glob("[0-9a-f]*") if read_meta(p)["split"] == split]
+        (a,) = [p for p in (tmp_path / "cache").glob("[0-9a-f]*") if is_raw(p, split)]
+        (b,) = [p for p in (single_tmp / "cache").glob("[0-9a-f]*") if is_raw(p, split)]
         assert a.name == b.name  # the same cache key
         x, y = read_entry(a), read_entry(b)
         assert x.indices.tolist() == list(range(len(x.indices)))  # every image once, in order
@@ -145,8 +145,10 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
     assert rerun["metrics"] == ddp["metrics"]
 
 
-def read_meta(entry: Path) -> dict:
-    return read_json(entry / "meta.json")
+def is_raw(entry: Path, split: str) -> bool:
+    """An entry of extracted features of `split` (not the int8 FNE inputs made from them)."""
+    meta = read_json(entry / "meta.json")
+    return meta["split"] == split and "kind" not in meta
 
 
 def test_ddp_finetuning_on_two_ranks(cluster, tmp_path, odd_folder):
