@@ -21,7 +21,7 @@ def odd_folder(root: Path) -> Path:
 
 def raw_entries(cache: Path) -> list[Path]:
     """The extracted features' entries (not the int8 FNE inputs made from them)."""
-    return sorted(p for p in cache.glob("[0-9a-f]*") if "kind" not in read_json(p / "meta.json"))
+    return sorted(p for p in cache.iterdir() if p.is_symlink() and "kind" not in read_json(p / "meta.json"))
 
 
 def test_two_lightning_processes_extract_exactly_what_one_does(tmp_path):
@@ -42,3 +42,21 @@ def test_two_lightning_processes_extract_exactly_what_one_does(tmp_path):
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.features, b.features)
     assert not (Path(results[2]["run_dir"]) / "shards").exists()  # merged and removed
+
+
+def test_two_lightning_processes_without_cache(tmp_path):
+    """cache=false: the ranks' shards merge into the run's own folder, which only rank 0 removes,
+    after it has used it (a rank that finished first must not delete it under rank 0)."""
+    folder = odd_folder(tmp_path / "folder")
+    results = {}
+    for devices in (1, 2):
+        work = tmp_path / f"d{devices}"
+        work.mkdir()
+        run_cli(
+            work, "dataset=imagefolder", f"dataset.root={folder}", *TINY, f"trainer.devices={devices}", "cache=false"
+        )
+        results[devices] = read_json(work / "run" / "results.json")
+        assert not (work / "run" / "features").exists() and not (work / "run" / "shards").exists()
+        assert not (work / "cache").exists()
+    assert results[1]["metrics"] == results[2]["metrics"]
+    assert results[2]["cache"] == {"train": "miss", "test": "miss"}

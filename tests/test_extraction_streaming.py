@@ -15,19 +15,24 @@ from tlbench.data import TransferDataModule
 from tlbench.data.transforms import eval_transform
 from tlbench.embedding import postprocess as postprocess_module
 from tlbench.embedding.hooks import TapRecorder
-from tlbench.embedding.store import FeatureStore, read_entry
+from tlbench.embedding.store import FeatureSet, FeatureStore, read_entry
 from tlbench.models import create_backbone, resolve_taps
 from tlbench.run import run
 
 TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false", "strategy=fne"]
 
 
+def entry_links(cache) -> list:
+    """The cache's keys: one link per entry, to its current version folder."""
+    return sorted(p for p in cache.iterdir() if p.is_symlink())
+
+
 def cached_entries(tmp_path) -> dict[str, object]:
     entries = {}
-    for folder in (tmp_path / "cache").iterdir():
-        if not folder.name.startswith("."):
-            meta = (folder / "meta.json").read_text()
-            entries["train" if '"split": "train"' in meta else "test"] = read_entry(folder)
+    for link in entry_links(tmp_path / "cache"):
+        meta = (link / "meta.json").read_text()
+        if '"kind": "prepared"' not in meta:
+            entries["train" if '"split": "train"' in meta else "test"] = read_entry(link)
     return entries
 
 
@@ -79,7 +84,10 @@ def test_channels_last_and_autocast_are_other_keys_with_close_features(tmp_path,
     scale = float(np.abs(a["train"].features).max())
     np.testing.assert_allclose(b["train"].features, a["train"].features, atol=tolerance * scale, rtol=tolerance)
     assert b["train"].features.dtype == np.float32  # autocast outputs are stored as float32
-    assert plain.split_sizes == other.split_sizes
+    assert (other.config["model"]["channels_last"], other.config["trainer"]["precision"]) != (
+        plain.config["model"]["channels_last"],
+        plain.config["trainer"]["precision"],
+    )  # the setting is in results.json
 
 
 def test_without_cache_the_features_stream_to_the_run_and_are_removed(tmp_path, image_folder):
@@ -115,13 +123,12 @@ def test_interrupted_extraction_leaves_no_entry(tmp_path, image_folder, monkeypa
     with pytest.raises(RuntimeError, match="simulated failure"):
         run(compose_cfg(tmp_path, image_folder, *TINY, "dataset.batch_size=4"), tmp_path / "run")
     assert not [p for p in (tmp_path / "cache").iterdir()], "no entry and no temporary folder"
-    assert FeatureStore(tmp_path / "cache").load("anything") is None
 
 
 def test_fne_inputs_are_cached_as_int8_and_reused_by_a_c_sweep(tmp_path, image_folder, monkeypatch):
     first = run(compose_cfg(tmp_path, image_folder, *TINY), tmp_path / "run1")
     assert first.postprocess["cache"] == "miss"
-    prepared = [p for p in (tmp_path / "cache").iterdir() if '"kind": "prepared"' in (p / "meta.json").read_text()]
+    prepared = [p for p in entry_links(tmp_path / "cache") if '"kind": "prepared"' in (p / "meta.json").read_text()]
     assert len(prepared) == 2  # train and test
     for folder in prepared:
         entry = read_entry(folder)
@@ -140,3 +147,23 @@ def test_fne_inputs_are_cached_as_int8_and_reused_by_a_c_sweep(tmp_path, image_f
     )
     assert second.metrics == fresh.metrics
     assert {k: v for k, v in second.postprocess.items() if k != "cache"} == fresh.postprocess
+
+
+def test_fne_inputs_are_made_anew_when_a_raw_split_is_extracted_again(tmp_path, image_folder):
+    """A split extracted again under the same key (skipped images that decode again) is a new
+    stored version; int8 inputs made from the old version are not reused."""
+    first = run(compose_cfg(tmp_path, image_folder, *TINY), tmp_path / "run1")
+    store = FeatureStore(tmp_path / "cache")
+    (train_link,) = [
+        p
+        for p in entry_links(tmp_path / "cache")
+        if '"split": "train"' in (p / "meta.json").read_text() and '"prepared"' not in (p / "meta.json").read_text()
+    ]
+    old = read_entry(train_link)
+    changed = FeatureSet(np.asarray(old.features) * -1, old.labels, old.indices, old.skipped, old.layout)
+    store.save(train_link.name, changed, {"split": "train"})  # what a re-extraction commits
+    second = run(compose_cfg(tmp_path, image_folder, *TINY, "overwrite=true"), tmp_path / "run2")
+    assert second.cache == {"train": "hit", "test": "hit"}
+    assert (first.postprocess["cache"], second.postprocess["cache"]) == ("miss", "miss")
+    third = run(compose_cfg(tmp_path, image_folder, *TINY), tmp_path / "run3")
+    assert third.postprocess["cache"] == "hit" and third.metrics == second.metrics

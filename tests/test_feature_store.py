@@ -96,10 +96,11 @@ def test_truncated_entry_is_set_aside_and_missed(tmp_path):
     store = FeatureStore(tmp_path)
     key = cache_key(**BASE)
     store.save(key, make_set(), {})
-    features = store.path(key) / "features.npy"
+    version = store.path(key).resolve()
+    features = version / "features.npy"
     features.write_bytes(features.read_bytes()[:150])  # e.g. a disk-full write by an older tool
     assert store.load(key) is None
-    assert not store.path(key).exists() and (tmp_path / f"{key}.corrupt").is_dir()
+    assert not store.path(key).exists() and version.with_name(f"{version.name}.corrupt").is_dir()
     store.save(key, make_set(), {})  # and it is extracted again
     assert store.load(key) is not None
 
@@ -134,14 +135,30 @@ def test_writer_killed_mid_write_leaves_no_trusted_entry(tmp_path):
 def test_stale_temporaries_are_removed_on_the_next_write(tmp_path):
     store = FeatureStore(tmp_path)
     key = cache_key(**BASE)
-    stale, fresh = tmp_path / f".{key}.old.tmp", tmp_path / f".{key}.young.tmp"
-    stale.mkdir()
-    (stale / "features.npy").write_bytes(b"partial")
-    fresh.mkdir()
-    os.utime(stale, (0, 0))
+    stale, fresh, writing = (tmp_path / f".{key}.{name}.tmp" for name in ("old", "young", "busy"))
+    for folder in (stale, fresh, writing):
+        folder.mkdir()
+        (folder / "features.npy").write_bytes(b"partial")
+    for path in (stale, stale / "features.npy", writing):
+        os.utime(path, (0, 0))  # `writing`: an old folder whose features.npy is still growing
     store.save(key, make_set(), {})
     assert not stale.exists()
     assert fresh.exists(), "a young temporary may belong to a concurrent writer"
+    assert writing.exists(), "a long extraction appends to features.npy; its folder's time does not move"
+
+
+def test_replaced_versions_go_once_stale(tmp_path):
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+    store.save(key, make_set(), {})
+    first = store.path(key).resolve()
+    store.save(key, make_set(), {})
+    assert first.is_dir(), "a replaced version stays a while: other nodes may still read it"
+    for path in (first, *first.iterdir()):
+        os.utime(path, (0, 0))
+    store.save(key, make_set(), {})
+    assert not first.exists()
+    assert len([p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]) == 2  # current and previous
 
 
 def test_empty_entry_is_a_miss_not_a_crash(tmp_path):
@@ -208,8 +225,8 @@ def test_a_new_entry_replaces_the_old_one_while_readers_keep_theirs(tmp_path):
     again = store.load(key)
     np.testing.assert_array_equal(again.features, repaired.features)
     assert again.skipped == []
-    np.testing.assert_array_equal(reader.features, first.features)
-    assert not list(tmp_path.glob(".*")), "no temporary or old folder is left behind"
+    np.testing.assert_array_equal(reader.features, first.features)  # its own version, unchanged
+    assert not list(tmp_path.glob(".*")), "no temporary folder or link is left behind"
 
 
 def test_a_batch_of_another_width_is_refused(tmp_path):
@@ -217,3 +234,18 @@ def test_a_batch_of_another_width_is_refused(tmp_path):
     writer.append(np.zeros((2, 3)), np.zeros(2), np.arange(2))
     with pytest.raises(ValueError, match="rows of 4 features after rows of 3"):
         writer.append(np.zeros((2, 4)), np.zeros(2), np.arange(2, 4))
+
+
+def test_two_jobs_committing_the_same_key_both_succeed(tmp_path):
+    """Two sweep points extracting the same features at once: both commits succeed, the later one
+    is current, and a reader that loaded in between keeps the earlier version whole."""
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+    first, second = store.writer(key), store.writer(key)
+    first.append(np.zeros((3, 2)), np.zeros(3), np.arange(3))
+    second.append(np.ones((3, 2)), np.zeros(3), np.arange(3))
+    store.commit(key, first, [("a", 2)], {})
+    reader = store.load(key)
+    store.commit(key, second, [("a", 2)], {})
+    assert (reader.features == 0).all() and (store.load(key).features == 1).all()
+    assert reader.entry_id != store.load(key).entry_id

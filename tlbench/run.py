@@ -113,13 +113,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     # the dataset's metric scores the cross-validation of classifier.C=auto
     classifier = _build(instantiate, "classifier", cfg.classifier, metric=datamodule.dataset.metric)
 
+    scratch_owner = True
     try:
         # --- extraction (cached) ---
         t0 = time.perf_counter()
         extracted = _extract_splits(cfg, backbone, taps, transform, datamodule, run_dir)
         if extracted is None:  # another rank than 0: its share of the features is with rank 0
+            scratch_owner = False  # rank 0 may still be merging into the scratch folder
             return None
-        features, cache, keys, world_size = extracted
+        features, cache, world_size = extracted
         extract_s = time.perf_counter() - t0
 
         skipped = {
@@ -140,10 +142,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         with requeue_on_sigusr1(requeue_owner(str(cfg.slurm.requeue))):
             t0 = time.perf_counter()
             store = FeatureStore(cfg.paths.cache_dir) if cfg.cache else None
-            # int8 FNE inputs from the cache only when every raw split was a hit: a split extracted
-            # again under the same key (skipped images now readable) makes them anew
-            reuse = all(outcome == "hit" for outcome in cache.values())
-            inputs, post_record = prepare_inputs(post, post_args, features, keys, store, reuse)
+            inputs, post_record = prepare_inputs(post, post_args, features, store)
             classifier.fit(inputs["train"], train.labels)
             fit_s = time.perf_counter() - t0
 
@@ -190,7 +189,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
             logger.finalize("success")
         return result
     finally:  # the features of a run without cache were on disk only for this run
-        if not cfg.cache:
+        if not cfg.cache and scratch_owner:
             shutil.rmtree(run_dir / SCRATCH_DIR, ignore_errors=True)
 
 
@@ -201,9 +200,9 @@ def _extract_splits(
     transform: Any,
     datamodule: TransferDataModule,
     run_dir: Path,
-) -> tuple[dict[str, FeatureSet], dict[str, str], dict[str, str], int] | None:
+) -> tuple[dict[str, FeatureSet], dict[str, str], int] | None:
     """Features of every split, from the FeatureStore when present, else by Trainer.predict on one
-    or several ranks, with the cache outcome and key per split and the number of ranks. Rank 0 gets them
+    or several ranks, with the cache outcome per split and the number of ranks. Rank 0 gets them
     all; other ranks get None once their share is written."""
     name = datamodule.dataset.name
     store = FeatureStore(cfg.paths.cache_dir)
@@ -248,7 +247,7 @@ def _extract_splits(
             features[split], cache[split] = merged, "miss"
     if not rank0:
         return None
-    return features, cache, keys, trainer.world_size if trainer is not None and missing else 1
+    return features, cache, trainer.world_size if trainer is not None and missing else 1
 
 
 def extract_split(
@@ -294,13 +293,12 @@ def extract_split(
     assert extractor.writer is not None
     meta = {"backbone": backbone.describe(), "split": split, "dataset": name, "world_size": world}
     if world == 1:
-        merged = target.commit(key, extractor.writer, extractor.layout, meta)
-        try:
-            check_coverage(merged.indices, merged.skipped, len(samples), what)
+        try:  # before the commit: a bad entry must never become current
+            check_coverage(*extractor.writer.seen(), len(samples), what)
         except RuntimeError:
-            shutil.rmtree(target.path(key), ignore_errors=True)
+            extractor.writer.abort()
             raise
-        return merged
+        return target.commit(key, extractor.writer, extractor.layout, meta)
     rank = trainer.global_rank
     shards.commit(shard_name(rank, world), extractor.writer, extractor.layout, {**meta, "rank": rank})
     merged = gather_features(shards, len(samples), trainer.strategy, what, target, key, meta)

@@ -1,11 +1,15 @@
 """FeatureStore: extracted features on disk, keyed by everything that determines them.
 
 Extraction is the expensive part of a benchmark; fitting classifiers is cheap and repeated.
-An entry is a folder `<key>/` holding `features.npy` (rows ordered by dataset index), `labels.npy`,
+An entry is a folder holding `features.npy` (rows ordered by dataset index), `labels.npy`,
 `indices.npy`, `skipped.npy` and `meta.json`. A FeatureWriter streams rows into a temporary folder
-as the batches come, so an extraction holds one batch in memory whatever the size of the dataset;
-the folder is renamed into place when complete, so a run killed mid-write leaves nothing that a
-later run would trust. Entries load memory-mapped: a cache hit reads only the rows it touches.
+as the batches come, so an extraction holds one batch in memory whatever the size of the dataset.
+A complete folder becomes `<key>.<unique id>/` and is never changed again; `<key>` is a symbolic
+link to the current one, swapped atomically. Readers resolve the link once, so they never see a
+mixture of two versions, a crash mid-write leaves nothing a later run would trust, and two jobs
+committing the same key at once both succeed (the last one's link stays). Replaced versions are
+removed only after STALE_SECONDS, so readers on other nodes of a shared file system that mapped
+them keep working. Entries load memory-mapped: a cache hit reads only the rows it touches.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +48,7 @@ class FeatureSet:
     skipped: list[int] = field(default_factory=list)  # dataset indices that could not be decoded
     layout: list[tuple[str, int]] = field(default_factory=list)  # (tap, dimension) in column order
     nonfinite_columns: int | None = None  # columns with a NaN/inf, counted as written; None: unknown
+    entry_id: str | None = None  # the stored version this came from (its folder name), if any
 
     @property
     def dim(self) -> int:
@@ -64,7 +70,7 @@ def row_chunks(rows: int, dim: int, itemsize: int = 8) -> Iterator[slice]:
 
 def _npy_header(rows: int, dim: int, dtype: np.dtype) -> bytes:
     """A version 1.0 .npy header padded to HEADER_BYTES, so it can be rewritten in place."""
-    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (rows, dim)})
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (int(rows), int(dim))})
     body_len = HEADER_BYTES - 10  # magic (6) + version (2) + length (2)
     body = text.ljust(body_len - 1) + "\n"
     return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + body.encode("latin1")
@@ -108,6 +114,12 @@ class FeatureWriter:
         self._indices.append(indices[keep].astype(np.int64))
         self.rows += len(rows)
 
+    def seen(self) -> tuple[np.ndarray, list[int]]:
+        """Dataset indices of the rows written so far, and the skipped ones (for a coverage check
+        before the entry is committed)."""
+        indices = np.concatenate(self._indices) if self._indices else np.zeros(0, np.int64)
+        return indices, sorted(self._skipped)
+
     def mark_skipped(self, indices: Any) -> None:
         self._skipped.update(int(i) for i in indices)
 
@@ -118,8 +130,7 @@ class FeatureWriter:
             self._handle.write(_npy_header(0, self.dim, self.dtype))
         self._handle.seek(0)
         self._handle.write(_npy_header(self.rows, self.dim, self.dtype))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        _sync(self._handle)
         self._handle.close()
         indices = np.concatenate(self._indices) if self._indices else np.zeros(0, np.int64)
         labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
@@ -127,9 +138,11 @@ class FeatureWriter:
         if len(unique) != len(indices) or (first != np.arange(len(first))).any():
             self._reorder(first)
             indices, labels = unique, labels[first]
-        np.save(self.folder / "labels.npy", labels)
-        np.save(self.folder / "indices.npy", indices)
-        np.save(self.folder / "skipped.npy", np.asarray(sorted(self._skipped - set(indices.tolist())), np.int64))
+        skipped = np.setdiff1d(np.fromiter(self._skipped, np.int64, len(self._skipped)), indices)
+        for name, array in (("labels", labels), ("indices", indices), ("skipped", skipped)):
+            with open(self.folder / f"{name}.npy", "wb") as handle:
+                np.save(handle, array)
+                _sync(handle)
         record = {
             **(meta or {}),
             "layout": layout,
@@ -140,7 +153,9 @@ class FeatureWriter:
             "bytes_per_feature": self.dtype.itemsize,
             "nonfinite_columns": int(self._nonfinite.sum()) if self._nonfinite is not None else 0,
         }
-        (self.folder / "meta.json").write_text(json.dumps(record, indent=2, default=str))
+        with open(self.folder / "meta.json", "w") as handle:  # last: its presence marks a complete folder
+            handle.write(json.dumps(record, indent=2, default=str))
+            _sync(handle)
         return read_entry(self.folder)
 
     def abort(self) -> None:
@@ -156,8 +171,7 @@ class FeatureWriter:
             handle.write(_npy_header(len(order), self.dim or 0, self.dtype))
             for part in row_chunks(len(order), self.dim or 1, self.dtype.itemsize):
                 handle.write(np.ascontiguousarray(source[order[part]]).tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
+            _sync(handle)
         del source
         os.replace(target, self.folder / "features.npy")
 
@@ -179,6 +193,7 @@ def read_entry(folder: str | Path) -> FeatureSet:
         skipped=[int(i) for i in np.load(folder / "skipped.npy")],
         layout=[(str(n), int(d)) for n, d in meta["layout"]],
         nonfinite_columns=meta.get("nonfinite_columns"),
+        entry_id=folder.name,
     )
 
 
@@ -187,52 +202,49 @@ class FeatureStore:
         self.root = Path(root).expanduser()
 
     def path(self, key: str) -> Path:
+        """The entry's link (a folder for entries written by another tool)."""
         return self.root / key
 
     def load(self, key: str) -> FeatureSet | None:
         """The stored FeatureSet, or None when absent or unreadable (then it is set aside)."""
         path = self.path(key)
-        if not path.exists():
+        try:
+            folder = path.resolve(strict=True)  # once: a concurrent commit swaps the link, not the folder
+        except (FileNotFoundError, RuntimeError):
             return None
         try:
-            return read_entry(path)
+            return read_entry(folder)
         except (OSError, EOFError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            aside = path.with_name(f"{key}.corrupt")
-            log.warning("feature cache entry %s is unreadable (%s); moved to %s and re-extracting", path, exc, aside)
-            shutil.rmtree(aside, ignore_errors=True)
-            os.replace(path, aside)
+            self._set_aside(key, folder, exc)
             return None
 
     def writer(self, key: str, dtype: Any = np.float32) -> FeatureWriter:
         """A writer into a temporary folder beside the entry; `commit(key, writer, ...)` completes it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries(key)
+        self._remove_stale(key)
         return FeatureWriter(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.root), dtype)
 
     def commit(
         self, key: str, writer: FeatureWriter, layout: list[tuple[str, int]], meta: dict[str, Any]
     ) -> FeatureSet:
-        """Finish the writer and rename its folder into place, replacing an older entry of the key
-        (a split re-extracted because skipped images decode again; a concurrent job's copy of the
-        same features). The old folder is renamed away first and removed after: readers that
-        mapped it keep their pages, and a reader in between sees a miss, never a mixed entry."""
+        """Finish the writer, give the folder its final unique name and point the key's link at it
+        (an atomic rename of a new link over the old one). The version it replaces stays until it
+        is older than STALE_SECONDS."""
         try:
             writer.finish(layout, meta)
-            path = self.path(key)
-            old = None
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".old", dir=self.root))
-                os.replace(path, old / key)
-            try:
-                os.replace(writer.folder, path)
-            except OSError:  # another job put its entry there in between: keep that one
-                shutil.rmtree(writer.folder, ignore_errors=True)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-            return read_entry(path)
+            version = self.root / f"{key}.{uuid.uuid4().hex[:12]}"
+            os.replace(writer.folder, version)
         except BaseException:
             writer.abort()
             raise
+        link = self.root / f".{key}.{version.name}.link"
+        os.symlink(version.name, link)  # relative: the cache folder may be mounted elsewhere
+        path = self.path(key)
+        if path.is_dir() and not path.is_symlink():  # a plain folder (written by hand): set it aside
+            self._set_aside(key, path, "a plain folder where a link was expected")
+        os.replace(link, path)
+        _sync_folder(self.root)
+        return read_entry(version)
 
     def save(self, key: str, features: FeatureSet, meta: dict[str, Any]) -> Path:
         """A whole FeatureSet at once (through the same writer)."""
@@ -247,11 +259,52 @@ class FeatureStore:
         self.commit(key, writer, features.layout, meta)
         return self.path(key)
 
-    def _remove_stale_temporaries(self, key: str) -> None:
-        """Temporary folders of this key left by a killed writer. Young ones may belong to a
-        concurrent job writing the same entry, so only those older than STALE_SECONDS go."""
+    def _set_aside(self, key: str, folder: Path, reason: Any) -> None:
+        """An unreadable version is renamed `<name>.corrupt` (kept for inspection) and the link
+        removed if it still points there; a concurrent job doing the same is no error."""
+        aside = folder.with_name(f"{folder.name}.corrupt")
+        log.warning("feature cache entry %s is unreadable (%s); moved to %s and re-extracting", folder, reason, aside)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(folder, aside)
+        path = self.path(key)
+        with contextlib.suppress(OSError):
+            if path.is_symlink() and os.readlink(path) == folder.name:
+                path.unlink()
+
+    def _remove_stale(self, key: str) -> None:
+        """Temporary folders of this key left by a killed writer, and versions the link no longer
+        points to. Both only once nothing in them changed for STALE_SECONDS: a young temporary
+        folder may be a concurrent job still writing, a young old version may still be read."""
+        current = os.readlink(self.path(key)) if self.path(key).is_symlink() else None
         now = time.time()
-        for tmp in [*self.root.glob(f".{key}.*.tmp"), *self.root.glob(f".{key}.*.old")]:
-            with contextlib.suppress(OSError):
-                if now - tmp.stat().st_mtime > STALE_SECONDS:
-                    shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        for candidate in self.root.glob(f".{key}.*.tmp"):
+            if now - _newest_mtime(candidate) > STALE_SECONDS:
+                shutil.rmtree(candidate, ignore_errors=True)
+        for candidate in self.root.glob(f"{key}.*"):
+            if candidate.name == current or candidate.suffix == ".corrupt" or not candidate.is_dir():
+                continue
+            if now - _newest_mtime(candidate) > STALE_SECONDS:
+                shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _newest_mtime(folder: Path) -> float:
+    """The folder's own time and its files' (a writer appending to features.npy updates only that)."""
+    times = [folder.stat().st_mtime]
+    with contextlib.suppress(OSError):
+        times.extend(child.stat().st_mtime for child in folder.iterdir())
+    return max(times)
+
+
+def _sync(handle: Any) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _sync_folder(folder: Path) -> None:
+    """The renames in `folder` reach the disk (where the file system allows opening a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
