@@ -151,6 +151,9 @@ def main() -> int:
         rows["fit"] = single_fit(x, y, args.n, args.C)
     if not args.skip_auto:
         grid = [float(c) for c in np.logspace(-4, 2, args.grid)]
+        smallest = int(np.bincount(y[: args.auto_n]).min())
+        if smallest < args.folds:  # tlbench would use fewer folds than the sequential baseline
+            p.error(f"--auto-n {args.auto_n}: the smallest class has {smallest} images, fewer than --folds")
         rows["C_auto"] = c_auto(x[: args.auto_n], y[: args.auto_n], args.folds, grid)
 
     machine = (
