@@ -36,6 +36,13 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def cache_entries(cache: Path, prepared: bool = False) -> list[Path]:
+    """A feature cache's keys (links to their current version folders): the extracted features',
+    or with `prepared` the int8 FNE inputs made from them."""
+    links = sorted(p for p in cache.iterdir() if p.is_symlink())
+    return [p for p in links if (read_json(p / "meta.json").get("kind") == "prepared") == prepared]
+
+
 def write_image(path: Path, color: tuple[int, int, int], size: int = 32, fmt: str | None = None, seed: int = 0) -> Path:
     """A small RGB image: a colour with noise, so classes are separable but images differ."""
     rng = np.random.default_rng(seed)

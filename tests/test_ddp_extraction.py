@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import colour_folder, read_json, run_cli
+from conftest import cache_entries, colour_folder, read_json, run_cli
 
 from tlbench.embedding.store import read_entry
 
@@ -17,11 +17,6 @@ TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false", "trainer.
 
 def odd_folder(root: Path) -> Path:
     return colour_folder(root, train=5, test=3)  # 15 and 9 images: odd, so ranks get unequal shares
-
-
-def raw_entries(cache: Path) -> list[Path]:
-    """The extracted features' entries (not the int8 FNE inputs made from them)."""
-    return sorted(p for p in cache.iterdir() if p.is_symlink() and "kind" not in read_json(p / "meta.json"))
 
 
 def test_two_lightning_processes_extract_exactly_what_one_does(tmp_path):
@@ -34,7 +29,7 @@ def test_two_lightning_processes_extract_exactly_what_one_does(tmp_path):
         results[devices] = read_json(work / "run" / "results.json")
     assert results[1]["metrics"] == results[2]["metrics"]
     assert results[2]["config"]["trainer"]["devices"] == 2
-    entries = {d: raw_entries(tmp_path / f"d{d}" / "cache") for d in (1, 2)}
+    entries = {d: cache_entries(tmp_path / f"d{d}" / "cache") for d in (1, 2)}
     assert [p.name for p in entries[1]] == [p.name for p in entries[2]] and len(entries[1]) == 2
     for one, two in zip(entries[1], entries[2]):
         a, b = read_entry(one), read_entry(two)

@@ -9,6 +9,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import cache_entries, read_json
 from test_run_wiring import compose_cfg
 
 from tlbench.data import TransferDataModule
@@ -22,17 +23,10 @@ from tlbench.run import run
 TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false", "strategy=fne"]
 
 
-def entry_links(cache) -> list:
-    """The cache's keys: one link per entry, to its current version folder."""
-    return sorted(p for p in cache.iterdir() if p.is_symlink())
-
-
 def cached_entries(tmp_path) -> dict[str, object]:
     entries = {}
-    for link in entry_links(tmp_path / "cache"):
-        meta = (link / "meta.json").read_text()
-        if '"kind": "prepared"' not in meta:
-            entries["train" if '"split": "train"' in meta else "test"] = read_entry(link)
+    for link in cache_entries(tmp_path / "cache"):
+        entries[read_json(link / "meta.json")["split"]] = read_entry(link)
     return entries
 
 
@@ -128,7 +122,7 @@ def test_interrupted_extraction_leaves_no_entry(tmp_path, image_folder, monkeypa
 def test_fne_inputs_are_cached_as_int8_and_reused_by_a_c_sweep(tmp_path, image_folder, monkeypatch):
     first = run(compose_cfg(tmp_path, image_folder, *TINY), tmp_path / "run1")
     assert first.postprocess["cache"] == "miss"
-    prepared = [p for p in entry_links(tmp_path / "cache") if '"kind": "prepared"' in (p / "meta.json").read_text()]
+    prepared = cache_entries(tmp_path / "cache", prepared=True)
     assert len(prepared) == 2  # train and test
     for folder in prepared:
         entry = read_entry(folder)
@@ -154,11 +148,7 @@ def test_fne_inputs_are_made_anew_when_a_raw_split_is_extracted_again(tmp_path, 
     stored version; int8 inputs made from the old version are not reused."""
     first = run(compose_cfg(tmp_path, image_folder, *TINY), tmp_path / "run1")
     store = FeatureStore(tmp_path / "cache")
-    (train_link,) = [
-        p
-        for p in entry_links(tmp_path / "cache")
-        if '"split": "train"' in (p / "meta.json").read_text() and '"prepared"' not in (p / "meta.json").read_text()
-    ]
+    (train_link,) = [p for p in cache_entries(tmp_path / "cache") if read_json(p / "meta.json")["split"] == "train"]
     old = read_entry(train_link)
     changed = FeatureSet(np.asarray(old.features) * -1, old.labels, old.indices, old.skipped, old.layout)
     store.save(train_link.name, changed, {"split": "train"})  # what a re-extraction commits

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import slurm_cluster
 import torch
-from conftest import colour_folder, read_json, run_cli
+from conftest import cache_entries, colour_folder, read_json, run_cli
 
 from tlbench.embedding.store import read_entry
 
@@ -127,8 +127,8 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
     assert ddp["metrics"] == single["metrics"]
     assert ddp["split_sizes"] == single["split_sizes"] == {"train": 21, "test": 9}
     for split in ("train", "test"):
-        (a,) = [p for p in (tmp_path / "cache").glob("[0-9a-f]*") if is_raw(p, split)]
-        (b,) = [p for p in (single_tmp / "cache").glob("[0-9a-f]*") if is_raw(p, split)]
+        (a,) = [p for p in cache_entries(tmp_path / "cache") if read_json(p / "meta.json")["split"] == split]
+        (b,) = [p for p in cache_entries(single_tmp / "cache") if read_json(p / "meta.json")["split"] == split]
         assert a.name == b.name  # the same cache key
         x, y = read_entry(a), read_entry(b)
         assert x.indices.tolist() == list(range(len(x.indices)))  # every image once, in order
@@ -143,14 +143,6 @@ def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_f
     rerun = read_json(run_dir(tmp_path, again) / "results.json")
     assert rerun["cache"] == {"train": "hit", "test": "hit"} and rerun["world_size"] == 1
     assert rerun["metrics"] == ddp["metrics"]
-
-
-def is_raw(entry: Path, split: str) -> bool:
-    """An entry of extracted features of `split` (not the int8 FNE inputs made from them)."""
-    if not entry.is_symlink():  # a version folder; the key is the link to the current one
-        return False
-    meta = read_json(entry / "meta.json")
-    return meta["split"] == split and "kind" not in meta
 
 
 def test_ddp_finetuning_on_two_ranks(cluster, tmp_path, odd_folder):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tlbench.embedding.postprocess import FeaturePostprocess
-from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key, row_chunks
+from tlbench.embedding.store import FeatureSet, FeatureStore, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,10 @@ def prepare_inputs(
         return inputs, record
     assert store is not None
     for split, fs in features.items():
-        writer = store.writer(keys[split], post.dtype)  # type: ignore[arg-type]
-        try:
-            for part in row_chunks(len(fs.labels), fs.dim, 1):
-                writer.append(inputs[split][part], fs.labels[part], fs.indices[part])
-            writer.mark_skipped(fs.skipped)
-        except BaseException:
-            writer.abort()
-            raise
+        key = keys[split]
+        assert key is not None
         meta = {"kind": "prepared", "split": split, "from": fs.entry_id, "postprocess": record}
-        store.commit(keys[split], writer, fs.layout, meta)  # type: ignore[arg-type]
+        store.save(key, FeatureSet(inputs[split], fs.labels, fs.indices, fs.skipped, fs.layout), meta)
     return inputs, {**record, "cache": "miss"}
 
 
