@@ -79,21 +79,12 @@ def compose(folder: Path, cache: Path, *overrides: str) -> Any:
 
 def build(cfg: Any) -> tuple[Any, Any, Any]:
     """Backbone, taps and datamodule exactly as tlbench.run.run builds them."""
-    from omegaconf import OmegaConf
-
     from tlbench.data import TransferDataModule
     from tlbench.data.transforms import eval_transform
-    from tlbench.models import create_backbone, resolve_taps
+    from tlbench.models import resolve_taps
+    from tlbench.run import backbone_from_config
 
-    backbone = create_backbone(
-        name=cfg.model.name,
-        source=cfg.model.source,
-        pretrained=cfg.model.pretrained,
-        weights=cfg.model.weights,
-        download=cfg.model.download,
-        head=cfg.model.head,
-        data_config=OmegaConf.to_container(cfg.model.data_config, resolve=True),
-    )
+    backbone = backbone_from_config(cfg)
     taps = resolve_taps(backbone.model, cfg.strategy.taps, backbone.head)
     datamodule = TransferDataModule(
         "imagefolder",

@@ -36,6 +36,16 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits, standardized, float32: a small real problem for the classifiers."""
+    from sklearn.datasets import load_digits
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(x).astype(np.float32), y
+
+
 def cache_entries(cache: Path, prepared: bool = False) -> list[Path]:
     """A feature cache's keys (links to their current version folders): the extracted features',
     or with `prepared` the int8 FNE inputs made from them."""

@@ -5,19 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from tlbench.classifiers import LinearSVM
 from tlbench.classifiers.kernel_newton import gram_matrix, solve_squared_hinge_kernel
 from tlbench.classifiers.torch_svm import TorchSquaredHingeSVM, squared_hinge_objective
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_digits(return_X_y=True)
-    return StandardScaler().fit_transform(x).astype(np.float32), y
 
 
 @pytest.mark.parametrize("C", [0.01, 0.1, 1.0])

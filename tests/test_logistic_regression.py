@@ -8,20 +8,12 @@ import pytest
 from conftest import colour_folder, read_json, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.preprocessing import StandardScaler
 
 from tlbench.classifiers import LogisticRegression
 from tlbench.classifiers.torch_logistic import TorchSoftmaxRegression, softmax_objective
 from tlbench.cli import config_dir
-
-
-@pytest.fixture(scope="module")
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_digits(return_X_y=True)
-    return StandardScaler().fit_transform(x).astype(np.float32), y
 
 
 @pytest.mark.parametrize("C", [0.01, 1.0])

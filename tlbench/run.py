@@ -75,15 +75,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     check_not_finished(run_dir, overwrite=bool(cfg.get("overwrite", False)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    backbone = create_backbone(
-        name=cfg.model.name,
-        source=cfg.model.source,
-        pretrained=cfg.model.pretrained,
-        weights=cfg.model.weights,
-        download=cfg.model.download,
-        head=cfg.model.head,
-        data_config=OmegaConf.to_container(cfg.model.data_config, resolve=True),
-    )
+    backbone = backbone_from_config(cfg)
     transform = eval_transform(backbone.data_config)
     data_cfg: dict[str, Any] = OmegaConf.to_container(cfg.dataset, resolve=True)  # type: ignore[assignment]
     name = data_cfg.pop("name")
@@ -191,6 +183,19 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     finally:  # the features of a run without cache were on disk only for this run
         if not cfg.cache and scratch_owner:
             shutil.rmtree(run_dir / SCRATCH_DIR, ignore_errors=True)
+
+
+def backbone_from_config(cfg: DictConfig) -> Backbone:
+    """The `model` group's backbone (benchmarks build it the same way)."""
+    return create_backbone(
+        name=cfg.model.name,
+        source=cfg.model.source,
+        pretrained=cfg.model.pretrained,
+        weights=cfg.model.weights,
+        download=cfg.model.download,
+        head=cfg.model.head,
+        data_config=OmegaConf.to_container(cfg.model.data_config, resolve=True),
+    )
 
 
 def _extract_splits(

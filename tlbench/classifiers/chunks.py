@@ -27,3 +27,9 @@ def row_chunks(x: torch.Tensor, device: torch.device, rows: int = CHUNK_ROWS) ->
 
 def default_device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def linear_scores(x: torch.Tensor, w: torch.Tensor, device: torch.device, scaling: float = 1.0) -> torch.Tensor:
+    """[x, scaling] @ w.T for all rows, chunk by chunk: w is (K, D+1), its last column the intercept
+    weight of a constant feature `scaling`."""
+    return torch.cat([chunk @ w[:, :-1].T + scaling * w[:, -1] for _, chunk in row_chunks(x, device)])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlbench.classifiers.chunks import as_tensor, default_device, row_chunks
+from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
 
 
 class TorchSoftmaxRegression:
@@ -99,9 +99,8 @@ class TorchSoftmaxRegression:
     def decision_function(self, features: np.ndarray) -> np.ndarray:
         assert self.weights_ is not None, "fit first"
         w = torch.from_numpy(self.weights_).to(self.device)
-        x = as_tensor(features, self.device)
         with torch.no_grad():
-            return torch.cat([chunk @ w[:, :-1].T + w[:, -1] for _, chunk in row_chunks(x, self.device)]).cpu().numpy()
+            return linear_scores(as_tensor(features, self.device), w, self.device).cpu().numpy()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.classes_[self.decision_function(features).argmax(axis=1)]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlbench.classifiers.chunks import as_tensor, default_device, row_chunks
+from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
 
 
 class TorchSquaredHingeSVM:
@@ -48,12 +48,6 @@ class TorchSquaredHingeSVM:
         self.info: dict[str, Any] = {}
 
     # --- the objective, in row chunks ---
-    def _scores(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """[x, s] @ w.T for all rows, chunk by chunk (x may be int8)."""
-        return torch.cat(
-            [chunk @ w[:, :-1].T + self.intercept_scaling * w[:, -1] for _, chunk in row_chunks(x, self.device)]
-        )
-
     def _objective(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Value and gradient, summed over classes (float64 accumulation of the float32 products)."""
         grad = w.clone()  # from 0.5 ||w||^2
@@ -125,7 +119,7 @@ class TorchSquaredHingeSVM:
         assert self.weights_ is not None, "fit first"
         w = torch.from_numpy(self.weights_).to(self.device)
         with torch.no_grad():
-            return self._scores(as_tensor(features, self.device), w).cpu().numpy()
+            return linear_scores(as_tensor(features, self.device), w, self.device, self.intercept_scaling).cpu().numpy()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return self.classes_[self.decision_function(features).argmax(axis=1)]
