@@ -59,7 +59,51 @@ def test_fne_postprocess_fits_on_train_and_reports_value_fractions():
     assert (np.delete(shifted, 3, axis=1) == 1).all()
 
 
-def test_last_layer_postprocess_only_standardizes():
+def test_standardize_only_postprocess_keeps_real_values():
     train = np.arange(12, dtype=np.float32).reshape(4, 3)
     out = FeaturePostprocess(standardize=True, discretize=False).fit(train).transform(train)
     assert out.dtype == np.float32 and len(np.unique(out)) > 3
+
+
+def test_l2_per_image_gives_unit_norms_and_keeps_directions():
+    rng = np.random.default_rng(2)
+    train = rng.gamma(2.0, 3.0, size=(20, 6)).astype(np.float32)
+    test = rng.gamma(2.0, 3.0, size=(5, 6)).astype(np.float32)
+    test[2] = 0.0  # an all-zero vector (every ReLU off) stays zero, as in the original's nan_to_num
+    post = FeaturePostprocess(standardize=False, l2_normalize="image").fit(train)
+    out = post.transform(test)
+    norms = np.linalg.norm(out, axis=1)
+    np.testing.assert_allclose(np.delete(norms, 2), 1.0, rtol=1e-6)
+    assert norms[2] == 0.0 and np.isfinite(out).all()
+    np.testing.assert_allclose(out[0], test[0] / np.linalg.norm(test[0]), rtol=1e-6)  # per image, no statistics
+    info = post.describe(out)
+    assert info["l2_normalize"] == "image" and info["l2_blocks"] == 1 and info["standardize"] is False
+
+
+def test_l2_per_layer_normalizes_each_taps_columns():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(7, 9)).astype(np.float32)
+    layout = [("conv", 2), ("fc6", 4), ("fc7", 3)]
+    out = FeaturePostprocess(standardize=False, l2_normalize="layer").fit(x, layout).transform(x)
+    for start, stop in ((0, 2), (2, 6), (6, 9)):
+        np.testing.assert_allclose(np.linalg.norm(out[:, start:stop], axis=1), 1.0, rtol=1e-6)
+    assert not np.allclose(np.linalg.norm(out, axis=1), 1.0)  # not the whole vector
+    whole = FeaturePostprocess(standardize=False, l2_normalize="image").fit(x, layout).transform(x)
+    np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs the features' layout"):
+        FeaturePostprocess(standardize=False, l2_normalize="layer").fit(x)
+    with pytest.raises(ValueError, match="covers 8 columns"):
+        FeaturePostprocess(standardize=False, l2_normalize="layer").fit(x, [*layout[:2], ("fc7", 2)])
+    with pytest.raises(ValueError, match="null, image or layer"):
+        FeaturePostprocess(l2_normalize="l1")
+
+
+def test_l2_then_standardize_takes_statistics_of_the_normalized_train_rows():
+    rng = np.random.default_rng(4)
+    train = rng.gamma(2.0, 3.0, size=(300, 5)).astype(np.float32)
+    post = FeaturePostprocess(standardize=True, l2_normalize="image").fit(train)
+    normalized = train / np.linalg.norm(train, axis=1, keepdims=True)
+    np.testing.assert_allclose(post.standardizer.mean, normalized.mean(axis=0), rtol=1e-5)
+    z = post.transform(train)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-4)

@@ -60,9 +60,9 @@ def test_postprocess_is_fitted_on_train_rows_only(tmp_path, image_folder, monkey
     seen = []
     original = postprocess.FeaturePostprocess.fit
 
-    def spy(self, train):
+    def spy(self, train, *args, **kwargs):
         seen.append(train.shape[0])
-        return original(self, train)
+        return original(self, train, *args, **kwargs)
 
     monkeypatch.setattr(postprocess.FeaturePostprocess, "fit", spy)
     result = run(compose_cfg(tmp_path, image_folder), tmp_path / "run")

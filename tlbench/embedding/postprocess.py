@@ -1,7 +1,10 @@
 """Post-processing of extracted features, always fitted on the train split only.
 
-`last_layer` standardizes; `fne` (Full-Network Embedding) standardizes and then discretizes each
-feature to {-1, 0, 1}: x > 0.15 -> 1, x < -0.25 -> -1, otherwise 0 (Garcia-Gasulla et al. 2018).
+`last_layer` normalizes each image's vector to unit L2 norm (the lab's single-layer baseline,
+HPAI-BSC/tl-tradeoff src/fne/post_processing.py `PostProcessing.l2_norm`; Razavian et al. 2014);
+`fne` (Full-Network Embedding) standardizes and then discretizes each feature to {-1, 0, 1}:
+x > 0.15 -> 1, x < -0.25 -> -1, otherwise 0 (Garcia-Gasulla et al. 2018). The steps, when several
+are on, run in that order: L2 normalization, standardization, discretization.
 """
 
 from __future__ import annotations
@@ -53,6 +56,36 @@ def discretize(standardized: np.ndarray, negative: float = -0.25, positive: floa
     return out
 
 
+L2_MODES = ("image", "layer")
+
+
+def l2_blocks(mode: str, dim: int, layout: list[tuple[str, int]] | None) -> list[tuple[int, int]]:
+    """Column ranges normalized separately: the whole vector (`image`), or each tap's columns
+    (`layer`, as tl-tradeoff's `PostProcessing.l2_norm` over its layer offsets)."""
+    if mode == "image" or not layout:
+        if mode == "layer" and not layout:
+            raise ValueError("l2_normalize=layer needs the features' layout (tap -> columns)")
+        return [(0, dim)]
+    bounds, start = [], 0
+    for _, width in layout:
+        bounds.append((start, start + width))
+        start += width
+    if start != dim:
+        raise ValueError(f"the layout covers {start} columns, the features have {dim}")
+    return bounds
+
+
+def l2_normalize(features: np.ndarray, blocks: list[tuple[int, int]]) -> np.ndarray:
+    """Each row's columns in each block scaled to unit L2 norm (float64 sums); an all-zero block
+    stays 0, as the original's nan_to_num(0 / 0)."""
+    out = np.asarray(features, dtype=np.float32).copy()
+    for start, stop in blocks:
+        block = out[:, start:stop]
+        norms = np.sqrt(np.square(block, dtype=np.float64).sum(axis=1, keepdims=True))
+        np.divide(block, norms, out=block, where=norms > 0)
+    return out
+
+
 @dataclass
 class FeaturePostprocess:
     """What a strategy does to features between extraction and the classifier."""
@@ -61,17 +94,24 @@ class FeaturePostprocess:
     discretize: bool = False
     negative: float = -0.25
     positive: float = 0.15
+    l2_normalize: str | None = None  # None, image (whole vector) or layer (each tap's columns)
 
     def __post_init__(self) -> None:
+        if self.l2_normalize not in (None, *L2_MODES):
+            raise ValueError(f"l2_normalize must be null, image or layer, got {self.l2_normalize!r}")
+        self.blocks: list[tuple[int, int]] = []
         if self.discretize and self.negative > self.positive:
             raise ValueError(
                 f"discretization thresholds must satisfy negative <= positive, got {self.negative} > {self.positive}"
             )
         self.standardizer = Standardizer()
 
-    def fit(self, train: np.ndarray) -> FeaturePostprocess:
+    def fit(self, train: np.ndarray, layout: list[tuple[str, int]] | None = None) -> FeaturePostprocess:
+        """`layout`: (tap, width) in column order, needed by l2_normalize=layer."""
+        if self.l2_normalize:
+            self.blocks = l2_blocks(self.l2_normalize, train.shape[1], layout)
         if self.standardize:
-            self.standardizer.fit(train)
+            self.standardizer.fit(_Normalized(train, self.blocks) if self.l2_normalize else train)
         return self
 
     @property
@@ -83,12 +123,14 @@ class FeaturePostprocess:
         """In row chunks into one output array: the only full-size copy is the classifier's input."""
         out = np.empty(features.shape, dtype=self.dtype)
         for part in row_chunks(*features.shape):
-            chunk = self.standardizer.transform(features[part]) if self.standardize else features[part]
+            chunk = l2_normalize(features[part], self.blocks) if self.l2_normalize else features[part]
+            chunk = self.standardizer.transform(chunk) if self.standardize else chunk
             out[part] = discretize(chunk, self.negative, self.positive) if self.discretize else chunk
         return out
 
     def describe(self, train_transformed: np.ndarray | None = None) -> dict:
         info: dict = {
+            "l2_normalize": self.l2_normalize,
             "standardize": self.standardize,
             "statistics": "train split, population std; zero-std features -> 0" if self.standardize else None,
             "discretize": self.discretize,
@@ -103,6 +145,8 @@ class FeaturePostprocess:
                 info["train_value_fractions"] = {
                     str(v): round(float(c / total), 4) for v, c in zip((-1, 0, 1), counts) if c
                 }
+        if self.l2_normalize:
+            info["l2_blocks"] = len(self.blocks)  # 1: the whole vector; else one per tap
         info["dtype"] = self.dtype.name
         info["bytes_per_feature"] = self.dtype.itemsize
         if train_transformed is not None:
@@ -110,3 +154,14 @@ class FeaturePostprocess:
         if self.standardize and self.standardizer.std is not None:
             info["constant_features"] = int((self.standardizer.std == 0).sum())
         return info
+
+
+class _Normalized:
+    """Row slices of `features` L2-normalized on the fly: the standardizer's statistics of the
+    normalized train rows without a normalized copy of the whole matrix."""
+
+    def __init__(self, features: np.ndarray, blocks: list[tuple[int, int]]) -> None:
+        self.features, self.blocks, self.shape = features, blocks, features.shape
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return l2_normalize(self.features[rows], self.blocks)

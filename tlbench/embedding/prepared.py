@@ -49,7 +49,7 @@ def prepare_inputs(
                 log.info("cache hit: int8 FNE inputs of %s", ", ".join(stored))
                 inputs = {split: entry.features for split, entry in stored.items()}  # type: ignore[union-attr]
                 return inputs, {**record, "cache": "hit"}
-    post.fit(features["train"].features)
+    post.fit(features["train"].features, features["train"].layout)
     inputs = {split: post.transform(fs.features) for split, fs in features.items()}
     record = post.describe(inputs["train"])
     if not cacheable:
