@@ -1,7 +1,7 @@
 """Post-processing of extracted features, always fitted on the train split only.
 
 `last_layer` normalizes each image's vector to unit L2 norm (the lab's single-layer baseline,
-HPAI-BSC/tl-tradeoff src/fne/post_processing.py `PostProcessing.l2_norm`; Razavian et al. 2014);
+HPAI-BSC/tl-tradeoff src/fne/post_processing.py `PostProcessing.l2_norm`);
 `fne` (Full-Network Embedding) standardizes and then discretizes each feature to {-1, 0, 1}:
 x > 0.15 -> 1, x < -0.25 -> -1, otherwise 0 (Garcia-Gasulla et al. 2018). The steps, when several
 are on, run in that order: L2 normalization, standardization, discretization.
