@@ -2,9 +2,11 @@
 
 The lists hold `<class>/<id>` per line without the `.jpg` extension; the class is the part before the
 first `/` and must be one of meta/classes.txt. Classes are sorted by name (torchvision.datasets.Food101
-sorts the keys of meta/{train,test}.json; classes.txt is alphabetical in the archive anyway), so labels
-and files equal torchvision's. Indexing reads the three text files and checks the 101 class folders;
-it opens no image and stats no image file, so 101,000 images are indexed in well under a second.
+sorts the keys of meta/{train,test}.json), so labels and files equal torchvision's. classes.txt itself
+is not in that order: it lists `cheesecake` before `cheese_plate` (an order that ignores the
+underscore), so label i is the i-th name of sorted(classes.txt), not its i-th line. Indexing reads
+the three text files and checks the 101 class folders; it opens no image and stats no image file, so
+101,000 images are indexed in well under a second.
 """
 
 from __future__ import annotations
