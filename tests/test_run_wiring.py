@@ -116,3 +116,16 @@ def test_nan_features_are_a_clear_error(tmp_path, image_folder, monkeypatch):
     with pytest.raises(DatasetError, match=r"NaN/inf features.*precision"):
         run(compose_cfg(tmp_path, image_folder, "strategy=last_layer", "cache=false"), tmp_path / "run")
     assert not (tmp_path / "run" / "features").exists(), "the run's own feature files are removed"
+
+
+def test_model_preprocessing_reaches_the_backbone_and_the_record(tmp_path, image_folder):
+    """model.preprocessing / model.caffe_mean travel from the config to the extraction and into results.json."""
+    tiny = ["model=timm", "model.name=resnet18", "model.pretrained=false", "strategy=last_layer"]
+    caffe = ["model.preprocessing=caffe", "model.caffe_mean=[104.051,112.514,116.676]"]
+    result = run(compose_cfg(tmp_path, image_folder, *tiny, *caffe), tmp_path / "caffe")
+    assert result.backbone["preprocessing"] == "caffe"
+    assert result.backbone["data_config"]["caffe_mean"] == [104.051, 112.514, 116.676]
+    plain = run(compose_cfg(tmp_path, image_folder, *tiny), tmp_path / "plain")
+    assert plain.backbone["preprocessing"] == "torchvision"
+    assert plain.cache == {"train": "miss", "test": "miss"}  # other inputs: other cached features
+    assert result.postprocess["l2_normalize"] == "image"  # last_layer's default

