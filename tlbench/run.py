@@ -104,6 +104,11 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     post = _build(FeaturePostprocess, "strategy.postprocess", **post_args)
     # the dataset's metric scores the cross-validation of classifier.C=auto
     classifier = _build(instantiate, "classifier", cfg.classifier, metric=datamodule.dataset.metric)
+    if _selects_on_val(classifier) and "val" not in datamodule.split_names:
+        raise ConfigError(
+            "classifier.c_selection=validation scores C on the val split, and this dataset has none: use its "
+            "official val split (e.g. flowers102, dtd, fgvc_aircraft) or hold one out with dataset.val_fraction=0.2"
+        )
 
     scratch_owner = True
     try:
@@ -135,12 +140,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
             t0 = time.perf_counter()
             store = FeatureStore(cfg.paths.cache_dir) if cfg.cache else None
             inputs, post_record = prepare_inputs(post, post_args, features, store)
-            classifier.fit(inputs["train"], train.labels)
+            evaluated = fit_classifier(classifier, inputs, features)
             fit_s = time.perf_counter() - t0
 
             t0 = time.perf_counter()
             metrics = {}
-            for split in (s for s in ("val", "test") if s in features):
+            for split in evaluated:
                 predictions = classifier.predict(inputs[split])
                 metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
             evaluate_s = time.perf_counter() - t0
@@ -185,6 +190,27 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
             shutil.rmtree(run_dir / SCRATCH_DIR, ignore_errors=True)
 
 
+def _selects_on_val(classifier: Any) -> bool:
+    return getattr(classifier, "c_selection", "kfold") == "validation"
+
+
+def fit_classifier(classifier: Any, inputs: dict[str, np.ndarray], features: dict[str, FeatureSet]) -> list[str]:
+    """Fit on the train rows and return the splits to evaluate (val, when there is one, and test).
+    With c_selection=validation (the linear-evaluation protocol of Kornblith et al. 2019, Sec. 3 and
+    App. A.3: the penalty chosen on a validation set, the model then retrained on train + val), C is
+    scored on the val split and the final fit uses train + val, so val is no longer held out and
+    only test is evaluated."""
+    train = features["train"]
+    if not _selects_on_val(classifier):
+        classifier.fit(inputs["train"], train.labels)
+        return [s for s in ("val", "test") if s in features]
+    n, m = len(train.labels), len(features["val"].labels)
+    rows = np.concatenate([inputs["train"], inputs["val"]])
+    labels = np.concatenate([train.labels, features["val"].labels])
+    classifier.fit(rows, labels, folds=[(np.arange(n), np.arange(n, n + m))])
+    return ["test"]
+
+
 def backbone_from_config(cfg: DictConfig) -> Backbone:
     """The `model` group's backbone (benchmarks build it the same way)."""
     return create_backbone(
@@ -195,6 +221,8 @@ def backbone_from_config(cfg: DictConfig) -> Backbone:
         download=cfg.model.download,
         head=cfg.model.head,
         data_config=OmegaConf.to_container(cfg.model.data_config, resolve=True),
+        preprocessing=cfg.model.get("preprocessing", "torchvision"),
+        caffe_mean=OmegaConf.to_container(cfg.model.caffe_mean) if cfg.model.get("caffe_mean") else None,
     )
 
 
