@@ -1,7 +1,11 @@
-"""tlbench-report PATH... : one table from the results.json files of many runs.
+"""tlbench-report PATH... : one table from the results.json files of many runs. A cell averages the
+runs that differ only by seed or split; runs that differ in another setting get rows of their own,
+labelled with it. With --rows method --cols dataset and a preset's paper numbers in the runs'
+config (config.paper), a second table compares ours with the paper on the paper's metric.
 
 tlbench-report outputs/multiruns/2026-11-28_10-00-00
 tlbench-report outputs/ --rows model --cols dataset --metric top1 --out report/
+tlbench-report outputs/runs --rows method --cols dataset        (+ ours / paper)
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from pathlib import Path
 from tlbench.errors import TlbenchError
 from tlbench.report.collect import collect
 from tlbench.report.from_wandb import collect_wandb
+from tlbench.report.paper import paper_comparison
 from tlbench.report.plot import save_figure
-from tlbench.report.table import build_table, paper_comparison
+from tlbench.report.table import build_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,19 +27,26 @@ def parser() -> argparse.ArgumentParser:
         prog="tlbench-report",
         description="Gather results.json files (run dirs, multirun dirs, outputs/) into one table: "
         "mean ± std over seeds/splits per cell, best per column marked; Markdown on stdout, and "
-        "report.md, report.csv, report.tex and report.png in --out.",
+        "report.md, report.csv, report.tex and report.png in --out. Runs of one row and column that "
+        "differ in another setting than seed or split (classifier.C, dataset.train_per_class, ...) "
+        "are not averaged: each setting gets its own row, e.g. 'finetune [classifier.C=0.1]'. With "
+        "--rows method --cols dataset, runs of a preset with paper numbers (config.paper) are also "
+        "compared with the paper, on the paper's metric whatever --metric shows.",
     )
     p.add_argument("paths", nargs="*", help="run directories, multirun directories or results.json files")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead (needs network)")
     p.add_argument(
-        "--rows", default="strategy", help="row key: method, dataset, model, strategy, seed or a config path"
+        "--rows",
+        default="strategy",
+        help="row key: method (the strategy, last_layer named by its layer: fc6, fc7), dataset, model, "
+        "strategy, seed or a dotted config path (classifier.C); a null value is a row named null",
     )
     p.add_argument("--cols", default="dataset", help="column key (same choices as --rows)")
     p.add_argument(
         "--metric",
         default="headline",
         choices=["headline", "top1", "mean_per_class"],
-        help="headline: each dataset's own metric (default)",
+        help="headline: each dataset's own metric (default); the paper comparison uses the paper's metric",
     )
     p.add_argument("--out", default="outputs/report", help="folder for report.{md,csv,tex,png} (default: %(default)s)")
     return p
@@ -51,15 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         if not found.results:
             raise TlbenchError("every results.json found was unreadable (listed above)")
         table = build_table(found.results, args.rows, args.cols, args.metric)
+        comparison = paper_comparison(table)
     except TlbenchError as exc:
         print(f"tlbench-report: error: {exc}", file=sys.stderr)
         return 2
+    for warning in comparison.warnings:
+        print(f"tlbench-report: warning: {warning}", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    comparison = paper_comparison(table, found.results)
     markdown = table.markdown()
-    if comparison:
-        markdown += "\nours / paper (ours - paper), test %:\n\n" + comparison
+    if comparison.markdown:
+        markdown += "\nours / paper (ours - paper), test %, on the paper's metric:\n\n" + comparison.markdown
     (out / "report.md").write_text(markdown)
     (out / "report.csv").write_text(table.csv())
     (out / "report.tex").write_text(table.latex())

@@ -61,16 +61,17 @@ def method(result: dict[str, Any]) -> str:
     return str(result.get("strategy"))
 
 
-def field_value(result: dict[str, Any], key: str) -> Any:
+def field_value(result: dict[str, Any], key: str, missing: Any = None) -> Any:
     """A row/column key: `method`, a top-level field (dataset, model, strategy, seed) or a dotted
-    path into the resolved config (classifier.C, dataset.split_id, ...)."""
+    path into the resolved config (classifier.C, dataset.split_id, ...); `missing` when the result
+    has no such key (a key set to null gives None)."""
     if key == "method":
         return method(result)
     if key in result and not isinstance(result[key], dict):
         return result[key]
-    node: Any = result.get("config", {})
+    node: Any = result.get("config") or {}
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            return None
+            return missing
         node = node[part]
     return node

@@ -1,21 +1,25 @@
-"""The report table: cells are mean ± std (sample std, n-1) over every result that shares a row and
-a column value (seeds, splits), with the count; the best mean per column is marked."""
+"""The report table: cells are mean ± std (sample std, n-1) over the results that share a row and a
+column value and differ only by seed or split (tlbench.report.settings), with the count; results
+that differ in another setting get rows of their own, labelled with it; the best mean per column is
+marked."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tlbench.errors import TlbenchError
 from tlbench.report.collect import field_value
+from tlbench.report.settings import ABSENT, canonical, compared_settings, differing_keys, show
 
 
 @dataclass
 class Cell:
     values: list[float]
+    results: list[dict[str, Any]] = field(default_factory=list)  # the runs behind `values`, same order
 
     @property
     def n(self) -> int:
@@ -41,6 +45,8 @@ class ReportTable:
     metric: str  # "headline" or top1 / mean_per_class
     row_key: str
     column_key: str
+    row_base: dict[str, str] = field(default_factory=dict)  # row label -> its --rows value (label sans [settings])
+    split_keys: list[str] = field(default_factory=list)  # settings that put runs of one cell in separate rows
 
     def best_rows(self, column: str) -> set[str]:
         """The rows with the highest mean in this column (several on a tie)."""
@@ -65,7 +71,18 @@ class ReportTable:
         for row in self.rows:
             cells = [f"**{self.text(row, c)}**" if row in best[c] else self.text(row, c) for c in self.columns]
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.notes()
+
+    def notes(self) -> str:
+        """Why some rows carry [settings]: the user may rather lay those keys out with --rows/--cols."""
+        if not self.split_keys:
+            return ""
+        keys = ", ".join(self.split_keys)
+        return (
+            f"\nnote: runs that share a {self.row_key} and a {self.column_key} but differ in {keys} (not only by "
+            "seed or split) are not averaged together: each setting has its own row, labelled [key=value]. "
+            "To lay one of these keys out instead, pass it as --rows or --cols, or report fewer runs.\n"
+        )
 
     def latex(self) -> str:
         spec = "l" + "c" * len(self.columns)
@@ -102,32 +119,77 @@ def _tex(text: str) -> str:
     return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("&", "\\&").replace("%", "\\%")
 
 
+def metric_name(result: dict[str, Any], metric: str) -> str:
+    """The metric a table of `metric` (headline, top1, mean_per_class) shows for this result."""
+    return result.get("headline_metric", "top1") if metric == "headline" else metric
+
+
 def metric_of(result: dict[str, Any], metric: str) -> float | None:
-    name = result.get("headline_metric", "top1") if metric == "headline" else metric
-    value = result["metrics"]["test"].get(name)
-    return float(value) if isinstance(value, (int, float)) else None
+    value = result["metrics"]["test"].get(metric_name(result, metric))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+_NOT_SET = object()
 
 
 def build_table(results: list[dict[str, Any]], row_key: str, column_key: str, metric: str) -> ReportTable:
-    """`metric`: headline (each dataset's own), top1 or mean_per_class. Results without that metric,
-    or without a row/column value, are an error naming them: a silent gap would bias a mean."""
-    cells: dict[tuple[str, str], Cell] = {}
-    missing = []
-    for result in results:
-        row, column, value = field_value(result, row_key), field_value(result, column_key), metric_of(result, metric)
-        if row is None or column is None or value is None:
-            missing.append(result["_path"])
-            continue
-        cells.setdefault((str(row), str(column)), Cell([])).values.append(value)
+    """`metric`: headline (each dataset's own), top1 or mean_per_class. Results without that metric
+    are an error naming them: a silent gap would bias a mean. A null (or missing) row/column value
+    is a row/column named `null`; a key that no result has is an error (a typo, most likely)."""
+    for key in (row_key, column_key):
+        if all(field_value(r, key, _NOT_SET) is _NOT_SET for r in results):
+            raise TlbenchError(
+                f"no result has {key!r}: row/column keys are method, dataset, model, strategy, seed or a "
+                "dotted path into the resolved config (classifier.C, dataset.train_per_class, ...)"
+            )
+    values = [metric_of(r, metric) for r in results]
+    missing = [r["_path"] for r, v in zip(results, values) if v is None]
     if missing:
         raise TlbenchError(
-            f"{len(missing)} results lack the metric {metric!r} or a value for {row_key!r}/{column_key!r} "
-            f"(e.g. {missing[:3]}); results of different metric sets or runs of another kind cannot share a "
-            "table: pass --metric top1 (every result has it), other --rows/--cols, or fewer paths"
+            f"{len(missing)} results lack the metric {metric!r} (e.g. {missing[:3]}); results of different "
+            "metric sets or runs of another kind cannot share a table: pass --metric top1 (every result has "
+            "it), or fewer paths"
         )
-    rows = sorted({r for r, _ in cells}, key=_natural)
+    raw = [(field_value(r, row_key), field_value(r, column_key)) for r in results]
+    row_names = _names([row for row, _ in raw])
+    column_names = _names([column for _, column in raw])
+    keys = [(canonical(row), canonical(column)) for row, column in raw]
+    settings = [compared_settings(r, [row_key, column_key]) for r in results]
+
+    # A row's split keys: those on which the runs of any of its cells disagree.
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    row_split: dict[Any, set[str]] = {}
+    for (row, _), members in groups.items():
+        row_split.setdefault(row, set()).update(differing_keys([settings[i] for i in members]))
+
+    cells: dict[tuple[str, str], Cell] = {}
+    row_base: dict[str, str] = {}
+    row_order: dict[str, tuple] = {}
+    for i, (row, column) in enumerate(keys):
+        shown = [(k, settings[i].get(k, ABSENT)) for k in sorted(row_split[row])]
+        shown = [(k, v) for k, v in shown if v is not ABSENT]  # absent keys are simply not named
+        base = row_names[row]
+        label = f"{base} [" + ", ".join(f"{k}={show(v)}" for k, v in shown) + "]" if shown else base
+        row_base[label] = base
+        row_order[label] = (_natural(base), tuple(_natural(show(v)) for _, v in shown))
+        cell = cells.setdefault((label, column_names[column]), Cell([]))
+        cell.values.append(values[i])  # type: ignore[arg-type]  # None refused above
+        cell.results.append(results[i])
+    rows = sorted(row_base, key=lambda label: (row_order[label], label))
     columns = sorted({c for _, c in cells}, key=_natural)
-    return ReportTable(rows, columns, cells, metric, row_key, column_key)
+    split_keys = sorted(set().union(*row_split.values()))
+    return ReportTable(rows, columns, cells, metric, row_key, column_key, row_base, split_keys)
+
+
+def _names(values: list[Any]) -> dict[Any, str]:
+    """Canonical value -> label: the value as written when every run writes it alike (1.0 stays
+    1.0), else its canonical text (1 and 1.0 -> 1); None -> null."""
+    spelled: dict[Any, set[str]] = {}
+    for value in values:
+        spelled.setdefault(canonical(value), set()).add("null" if value is None else str(value))
+    return {key: next(iter(texts)) if len(texts) == 1 else show(key) for key, texts in spelled.items()}
 
 
 def _natural(text: str) -> tuple:
@@ -135,31 +197,3 @@ def _natural(text: str) -> tuple:
         return (0, float(text), "")
     except ValueError:
         return (1, 0.0, text)
-
-
-def paper_comparison(table: ReportTable, results: list[dict[str, Any]]) -> str | None:
-    """ "ours / paper (difference)" per cell, when the results carry a preset's paper numbers
-    (config.paper.<method>.<dataset>) and the table is method x dataset; None otherwise."""
-    if (table.row_key, table.column_key) != ("method", "dataset"):
-        return None
-    paper: dict[str, Any] = {}
-    for result in results:
-        paper.update(result.get("config", {}).get("paper") or {})
-    if not paper:
-        return None
-    lines = [
-        "| method | " + " | ".join(table.columns) + " |",
-        "|---" * (len(table.columns) + 1) + "|",
-    ]
-    for row in table.rows:
-        cells = []
-        for column in table.columns:
-            cell, reference = table.cells.get((row, column)), (paper.get(row) or {}).get(column)
-            if cell is None or reference is None:
-                cells.append("")
-                continue
-            ours, theirs = 100 * cell.mean, float(reference["mean"])
-            std = f"±{reference['std']}" if reference.get("std") is not None else ""
-            cells.append(f"{ours:.1f} / {theirs:.1f}{std} ({ours - theirs:+.1f})")
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
