@@ -36,6 +36,22 @@ def data_env(monkeypatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
+def method_of(cfg: dict) -> str:
+    return cfg["strategy"]["layer"] if cfg["strategy"]["name"] == "last_layer" else cfg["strategy"]["name"]
+
+
+def check_fne_protocol(cfg: dict, method: str) -> None:
+    """What every cell of the FNE tables shares, with its source in the preset."""
+    post = cfg["strategy"]["postprocess"]
+    if method in ("fc6", "fc7"):  # the lab's single-layer baseline: per-image L2, nothing else
+        assert (post["l2_normalize"], post["standardize"], post["discretize"]) == ("image", False, False)
+    else:
+        assert (post["l2_normalize"], post["standardize"], post["discretize"]) == (None, True, True)
+    assert cfg["model"]["data_config"]["crop_mode"] == "squash" and cfg["model"]["data_config"]["crop_pct"] == 1.0
+    assert cfg["model"]["data_config"]["input_size"] == [3, 224, 224]
+    assert cfg["classifier"]["C"] == 1.0 and cfg["classifier"]["backend"] == "sklearn"
+
+
 def test_fne_table_composes_every_cell(tmp_path):
     lines = sweep_lines("fne_table.txt")
     assert len(lines) == 3 * (7 + 5 + 5)  # fc6, fc7, fne x (7 datasets + caltech101 and knots over 5 splits)
@@ -43,17 +59,62 @@ def test_fne_table_composes_every_cell(tmp_path):
     for overrides in lines:
         cfg = compose_cell("fne_table", overrides)
         name = cfg["dataset"]["name"]
-        method = cfg["strategy"]["layer"] if cfg["strategy"]["name"] == "last_layer" else cfg["strategy"]["name"]
+        method = method_of(cfg)
         cells.add((method, name))
         assert cfg["model"]["name"] == "vgg16" and cfg["experiment"] == "fne_table"
         assert cfg["dataset"]["root"] == str(tmp_path / "data" / name)
-        assert cfg["classifier"]["C"] == 1.0
-        expected_weights = str(tmp_path / "vgg16_places365.pth") if name == "mit67" else None
-        assert cfg["model"]["weights"] == expected_weights  # Places2 for mit67, ImageNet (torchvision) otherwise
-        assert cfg["paper"][method][name]["mean"] > 50
+        check_fne_protocol(cfg, method)
+        places = name == "mit67"  # Places2 for mit67 (Caffe convention), ImageNet (torchvision) otherwise
+        assert cfg["model"]["weights"] == (str(tmp_path / "vgg16_places365.pth") if places else None)
+        assert cfg["model"]["preprocessing"] == ("caffe" if places else "torchvision")
+        if places:
+            assert cfg["model"]["caffe_mean"] == [104.051, 112.514, 116.676]  # places365CNN_mean.binaryproto
+        assert cfg["paper"]["metric"] == "top1"
+        assert cfg["paper"]["results"][method][name]["mean"] > 50
     assert cells == {(m, d) for m in ("fc6", "fc7", "fne") for d in DATASETS}
     splits = [o for o in sweep_lines("fne_table.txt") if "dataset=caltech101" in o and "strategy=fne" in o]
     assert sorted(o[1] for o in splits) == [f"dataset.split_id={i}" for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    "dataset,expected",
+    [
+        ("flowers102", {"trainval": False}),  # the lab's pool is the official train split (10/class)
+        ("dtd", {"trainval": True, "split_id": 1}),  # the lab trains on train + val
+        ("caltech101", {"train_per_class_split": 30, "test_per_class": 50, "include_background": False}),
+        ("knots", {"protocol": "kfold", "num_folds": 5}),
+        ("pets", {}),  # official trainval / test
+    ],
+)
+def test_fne_table_one_cell_carries_its_dataset_protocol(dataset, expected):
+    """`tlbench +experiment=fne_table dataset=X` alone gets X's protocol: no sweep line needed."""
+    cfg = compose_cell("fne_table", [f"dataset={dataset}", "strategy=last_layer", "strategy.layer=fc6"])
+    assert {k: cfg["dataset"][k] for k in expected} == expected
+    check_fne_protocol(cfg, "fc6")
+    plain = compose_cell(
+        "fne_table", [f"dataset={dataset}", "strategy=fne", f"dataset.{next(iter(expected), 'val_seed')}=7"]
+    )
+    assert plain["dataset"][next(iter(expected), "val_seed")] == 7  # the command line still wins
+
+
+def test_swapped_pretraining_table_composes_every_cell(tmp_path):
+    lines = sweep_lines("fne_swapped_table.txt")
+    assert len(lines) == 2 * (5 + 5 + 5)  # fc7, fne x (5 datasets + caltech101 and knots over 5 splits)
+    cells = set()
+    for overrides in lines:
+        cfg = compose_cell("fne_swapped_table", overrides)
+        name, method = cfg["dataset"]["name"], method_of(cfg)
+        cells.add((method, name))
+        check_fne_protocol(cfg, method)
+        imagenet = name == "mit67"  # swapped: ImageNet for mit67, Places2 for the rest
+        assert cfg["model"]["weights"] == (None if imagenet else str(tmp_path / "vgg16_places365.pth"))
+        assert cfg["model"]["preprocessing"] == ("torchvision" if imagenet else "caffe")
+        assert cfg["paper"]["results"][method][name]["mean"] > 20
+    assert cells == {
+        (m, d) for m in ("fc7", "fne") for d in ("mit67", "cub200", "flowers102", "pets", "caltech101", "dtd", "knots")
+    }
+    dtd = compose_cell("fne_swapped_table", ["dataset=dtd", "strategy=fne"])
+    assert dtd["dataset"]["trainval"] is True  # the FNE table's split, with the swapped weights
 
 
 def test_finetune_table_composes_every_cell(tmp_path):
@@ -64,6 +125,9 @@ def test_finetune_table_composes_every_cell(tmp_path):
         assert cfg["strategy"]["name"] == "finetune" and cfg["strategy"]["schedule"]["preset"] == "progressive"
         assert cfg["model"]["name"] == "vgg16"
         assert cfg["dataset"]["root"] == str(tmp_path / "data" / cfg["dataset"]["name"])
+        places = cfg["dataset"]["name"] == "mit67"  # the FNE table's weights and splits
+        assert cfg["model"]["preprocessing"] == ("caffe" if places else "torchvision")
+        assert cfg["model"]["weights"] == (str(tmp_path / "vgg16_places365.pth") if places else None)
     assert {compose_cell("finetune_table", o)["dataset"]["name"] for o in lines[:9]} <= set(DATASETS)
 
 
