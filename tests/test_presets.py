@@ -3,6 +3,7 @@ composed and resolved, not run)."""
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def compose_cell(preset: str, overrides: list[str]) -> dict:
 def data_env(monkeypatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("TLBENCH_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("VGG16_PLACES2", str(tmp_path / "vgg16_places365.pth"))
+    monkeypatch.setenv("RESNET50_TV", str(tmp_path / "resnet50-0676ba61.pth"))
     return tmp_path
 
 
@@ -115,6 +117,47 @@ def test_swapped_pretraining_table_composes_every_cell(tmp_path):
     }
     dtd = compose_cell("fne_swapped_table", ["dataset=dtd", "strategy=fne"])
     assert dtd["dataset"]["trainval"] is True  # the FNE table's split, with the swapped weights
+
+
+KORNBLITH = {  # dataset: (its metric in SimCLR App. B.8.1, how C is validated)
+    "food101": ("top1", {"val_fraction": 0.1}),
+    "cifar10": ("top1", {"val_fraction": 0.1}),
+    "cifar100": ("top1", {"val_fraction": 0.1, "label_type": "fine"}),
+    "sun397": ("top1", {"split_id": 1, "val_fraction": 0.2}),
+    "stanford_cars": ("top1", {"val_fraction": 0.2026}),
+    "fgvc_aircraft": ("mean_per_class", {"trainval": False, "annotation_level": "variant"}),  # official val
+    "dtd": ("top1", {"split_id": 1, "trainval": False}),
+    "pets": ("mean_per_class", {"val_fraction": 0.2011}),
+    "caltech101": ("mean_per_class", {"include_background": True, "test_per_class": None, "val_fraction": 0.1666}),
+    "flowers102": ("mean_per_class", {"trainval": False}),
+}
+
+
+def test_kornblith_table_composes_every_cell(tmp_path):
+    lines = sweep_lines("kornblith_table.txt")
+    assert [o[0].split("=")[1] for o in lines] == list(KORNBLITH)
+    for overrides in lines:
+        cfg = compose_cell("kornblith_table", overrides)
+        name = cfg["dataset"]["name"]
+        metric, split = KORNBLITH[name]
+        assert {k: cfg["dataset"][k] for k in split} == split
+        assert cfg["model"]["name"] == "resnet50.tv_in1k" and cfg["model"]["source"] == "timm"
+        assert cfg["model"]["weights"] == str(tmp_path / "resnet50-0676ba61.pth")
+        data = cfg["model"]["data_config"]
+        assert (data["interpolation"], data["crop_pct"], data["crop_mode"]) == ("bicubic", 1.0, "center")
+        assert cfg["strategy"]["name"] == "last_layer" and cfg["strategy"]["layer"] == "penultimate"
+        post = cfg["strategy"]["postprocess"]
+        assert (post["l2_normalize"], post["standardize"], post["discretize"]) == (None, False, False)  # raw
+        classifier = cfg["classifier"]
+        assert classifier["_target_"].endswith("LogisticRegression") and classifier["C"] == "auto"
+        assert classifier["c_selection"] == "validation"
+        grid = classifier["c_grid"]  # 45 log-spaced values, C = 1 / lambda for lambda in 1e-6 .. 1e5
+        assert len(grid) == 45 and grid[0] == pytest.approx(1e-5) and grid[-1] == pytest.approx(1e6)
+        ratios = [b / a for a, b in itertools.pairwise(grid)]
+        assert min(ratios) == pytest.approx(10**0.25, rel=1e-3) and max(ratios) == pytest.approx(10**0.25, rel=1e-3)
+        cell = cfg["paper"]["results"]["penultimate"][name]
+        assert cell.get("metric", cfg["paper"]["metric"]) == metric
+        assert 60 <= cell["mean"] <= 95
 
 
 def test_finetune_table_composes_every_cell(tmp_path):

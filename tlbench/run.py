@@ -196,10 +196,10 @@ def _selects_on_val(classifier: Any) -> bool:
 
 def fit_classifier(classifier: Any, inputs: dict[str, np.ndarray], features: dict[str, FeatureSet]) -> list[str]:
     """Fit on the train rows and return the splits to evaluate (val, when there is one, and test).
-    With c_selection=validation (the linear-evaluation protocol of Kornblith et al. 2019, Sec. 3 and
-    App. A.3: the penalty chosen on a validation set, the model then retrained on train + val), C is
-    scored on the val split and the final fit uses train + val, so val is no longer held out and
-    only test is evaluated."""
+    With c_selection=validation (the linear evaluation of Kornblith et al. 2019 as SimCLR App. B.8.1
+    states it: "After selecting the optimal hyperparameters on the validation set, we retrained the
+    model ... using all training and validation images"), C is scored on the val split and the final
+    fit uses train + val, so val is no longer held out and only test is evaluated."""
     train = features["train"]
     if not _selects_on_val(classifier):
         classifier.fit(inputs["train"], train.labels)
