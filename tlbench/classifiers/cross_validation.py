@@ -1,6 +1,9 @@
-"""C=auto for every classifier: stratified k-fold cross-validation of a log grid of C on the training
-split, scored with the dataset's metric; the classifier supplies the held-out predictions (one fit
-per fold and C, or all of them at once), this module makes the folds and picks the C."""
+"""C=auto for every classifier: a log grid of C scored with the dataset's metric on held-out rows,
+by stratified k-fold cross-validation on the training split (c_selection=kfold) or on folds the caller
+gives, e.g. one (train, val) split (c_selection=validation, the protocol of Kornblith et al. 2019:
+C chosen on a validation set, the model refit on train + val); the classifier supplies the held-out
+predictions (one fit per fold and C, or all of them at once), this module makes or checks the folds
+and picks the C."""
 
 from __future__ import annotations
 
@@ -14,13 +17,61 @@ from tlbench.metrics import classification_metrics
 
 DEFAULT_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 Folds = list[tuple[np.ndarray, np.ndarray]]  # (train rows, held-out rows) per fold
+C_SELECTIONS = ("kfold", "validation")
 
 
-def check_C(C: float | str, c_grid: Sequence[float], cv_folds: int) -> None:
+def check_C(C: float | str, c_grid: Sequence[float], cv_folds: int, c_selection: str = "kfold") -> None:
     if C != "auto" and (isinstance(C, str) or C <= 0):
         raise ValueError(f"classifier.C must be positive or 'auto', got {C!r}")
-    if C == "auto" and (cv_folds < 2 or not c_grid or min(c_grid) <= 0):
-        raise ValueError(f"C=auto needs cv_folds >= 2 and a positive c_grid, got {cv_folds} and {c_grid}")
+    if c_selection not in C_SELECTIONS:
+        raise ValueError(f"classifier.c_selection must be one of {', '.join(C_SELECTIONS)}, got {c_selection!r}")
+    if c_selection == "validation" and C != "auto":
+        raise ValueError(
+            f"classifier.c_selection=validation chooses C on a validation split: it needs classifier.C=auto, got {C!r}"
+        )
+    if C == "auto" and (not c_grid or min(c_grid) <= 0):
+        raise ValueError(f"C=auto needs a positive c_grid, got {c_grid}")
+    if C == "auto" and c_selection == "kfold" and cv_folds < 2:
+        raise ValueError(f"C=auto with c_selection=kfold needs cv_folds >= 2, got {cv_folds}")
+
+
+def selection_folds(
+    labels: np.ndarray, folds: Folds | None, C: float | str, c_selection: str, cv_folds: int, random_state: int
+) -> tuple[Folds, str] | None:
+    """The folds that score the grid and how they were made, or None when C is fixed. Given folds
+    replace the stratified k-fold; the refit then uses every row, theirs included."""
+    if folds is not None and C != "auto":
+        raise ValueError(f"fit(folds=...) scores the C grid, and classifier.C={C!r} is fixed: set classifier.C=auto")
+    if folds is None and c_selection == "validation":
+        raise ValueError(
+            "classifier.c_selection=validation scores C on a split the caller gives: fit(train + val rows, labels, "
+            "folds=[(train_rows, val_rows)])"
+        )
+    if C != "auto":
+        return None
+    if folds is None:
+        made = stratified_folds(labels, cv_folds, random_state)
+        return made, f"stratified {len(made)}-fold"
+    checked = [_check_fold(i, train, held, len(labels)) for i, (train, held) in enumerate(folds)]
+    if not checked:
+        raise ValueError("fit(folds=...) needs at least one (train rows, held-out rows) fold")
+    if len(checked) == 1:
+        train, held = checked[0]
+        return checked, f"given: 1 fold, {len(train)} train / {len(held)} validation rows"
+    sizes = ", ".join(f"{len(train)}/{len(held)}" for train, held in checked)
+    return checked, f"given: {len(checked)} folds, train/held-out rows {sizes}"
+
+
+def _check_fold(i: int, train: Any, held: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    train, held = np.asarray(train), np.asarray(held)
+    for name, rows in (("train", train), ("held-out", held)):
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError(f"fold {i}: {name} rows must be a 1-d array of row indices, got {rows.dtype} {rows.shape}")
+        if len(rows) == 0 or rows.min() < 0 or rows.max() >= n:
+            raise ValueError(f"fold {i}: {name} rows must be non-empty indices in [0, {n}), the rows given to fit")
+    if np.intersect1d(train, held).size:
+        raise ValueError(f"fold {i}: {np.intersect1d(train, held).size} rows are both train and held-out rows")
+    return train, held
 
 
 def stratified_folds(labels: np.ndarray, cv_folds: int, random_state: int) -> Folds:
@@ -56,16 +107,19 @@ def warm_started_predictions(
     labels: np.ndarray,
     folds: Folds,
     c_grid: Sequence[float],
-) -> list[list[np.ndarray]]:
+) -> tuple[list[list[np.ndarray]], list[dict[str, Any]]]:
     """One fit per fold and C, ascending C, each started from the previous C's weights on the same
-    fold (`fit(features, labels, C, init)` returns a model with `predict` and, if it can warm-start,
-    `weights_`)."""
-    predictions = []
-    for train, held in folds:
+    fold (`fit(features, labels, C, init)` returns a model with `predict`, `convergence` (see
+    tlbench/classifiers/convergence.py) and, if it can warm-start, `weights_`). Returns the held-out
+    predictions [fold][C] and the fits that did not converge, with their fold and C."""
+    predictions, unconverged = [], []
+    for f, (train, held) in enumerate(folds):
         init, row = None, []
         for c in c_grid:
             model = fit(features[train], labels[train], c, init)
             init = getattr(model, "weights_", None)
             row.append(model.predict(features[held]))
+            if not model.convergence["converged"]:
+                unconverged.append({"fold": f, "C": float(c), **model.convergence})
         predictions.append(row)
-    return predictions
+    return predictions, unconverged

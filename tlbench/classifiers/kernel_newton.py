@@ -40,6 +40,7 @@ class KernelNewtonResult:
     beta: torch.Tensor  # (n, P): w_p = sum_i beta_ip [x_i, s]
     scores: torch.Tensor  # (n, P): G @ beta, every row's score under every problem
     grad_ratio: torch.Tensor  # (groups,): ||grad|| / ||grad at 0||
+    grad_norm0: torch.Tensor  # (groups,): ||grad at 0|| (scaled as in the stopping rule)
     converged: torch.Tensor  # (groups,) bool
     newton_steps: int
     matvecs: int
@@ -182,7 +183,7 @@ def _solve(
         t = t * cols
         beta = beta + t * direction
         scores = scores + t * gd
-    return KernelNewtonResult(beta, scores, ratio, ~live, steps, matvecs)
+    return KernelNewtonResult(beta, scores, ratio, norm0, ~live, steps, matvecs)
 
 
 def gram_matrix(x: torch.Tensor, scaling: float, device: torch.device, chunk_rows: int = 4096) -> torch.Tensor:

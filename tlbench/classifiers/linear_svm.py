@@ -2,11 +2,13 @@
 
 Two backends solve the same objective: `sklearn` (LinearSVC, the reference) and `torch` (all
 classes at once, GPU when available; tlbench/classifiers/torch_svm.py). `C="auto"` picks C from a
-log grid by stratified k-fold cross-validation on the training split, scored with the dataset's
-metric, then refits on all training data; the whole grid is recorded. With the torch backend the
-whole grid (every fold, C value and class, plus the refit) is solved in kernel space on one Gram
-matrix (tlbench/classifiers/kernel_newton.py) when there are no more images than features; a single
-torch fit then starts from the same kernel-space solution (L-BFGS checks it in the primal).
+log grid by stratified k-fold cross-validation on the training split, or on the folds given to `fit`
+(c_selection=validation: one (train, val) fold), scored with the dataset's metric, then refits on all
+the rows given; the whole grid is recorded. With the torch backend the whole grid (every fold, C value
+and class, plus the refit) is solved in kernel space on one Gram matrix
+(tlbench/classifiers/kernel_newton.py) when there are no more images than features; a single torch
+fit then starts from the same kernel-space solution (L-BFGS checks it in the primal). Fits that stop
+short of the tolerance are logged (tlbench/classifiers/convergence.py).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
 from tlbench.classifiers.chunks import as_tensor, default_device, row_chunks
+from tlbench.classifiers.convergence import warn_fit, warn_grid
 from tlbench.classifiers.cross_validation import (
     DEFAULT_GRID,
     Folds,
     check_C,
     choose_C,
-    stratified_folds,
+    selection_folds,
     warm_started_predictions,
 )
 from tlbench.classifiers.kernel_newton import gram_matrix, solve_squared_hinge_kernel
@@ -55,11 +58,13 @@ class LinearSVM:
         c_grid: list[float] | tuple[float, ...] = DEFAULT_GRID,
         cv_folds: int = 5,
         metric: str = "top1",
+        c_selection: str = "kfold",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"classifier.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        check_C(C, c_grid, cv_folds)
+        check_C(C, c_grid, cv_folds, c_selection)
         self.C = C
+        self.c_selection = c_selection  # validation: the caller gives fit() the (train, val) fold
         self.backend = backend
         self.max_iter, self.tol, self.dual, self.random_state = int(max_iter), float(tol), dual, random_state
         self.c_grid = sorted(float(c) for c in c_grid)
@@ -69,6 +74,7 @@ class LinearSVM:
         self.chosen_C: float | None = None if C == "auto" else float(C)
         self.grid: list[dict[str, Any]] = []
         self.converged: bool | None = None
+        self.convergence: dict[str, Any] = {}  # the final fit's (tlbench/classifiers/convergence.py)
         self.selection: dict[str, Any] = {}
         self._refit_init: np.ndarray | None = None  # the kernel solver's refit, to start L-BFGS from
         self.kernel_info: dict[str, Any] = {}  # the kernel solver's last run
@@ -80,15 +86,27 @@ class LinearSVM:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             svc.fit(features, labels)
-        svc.tlbench_converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        gradient = tolerance = None
+        if not converged:  # liblinear does not say how far it got: the primal gradient, as the torch rule
+            check = TorchSquaredHingeSVM(C=C, tol=self.tol)
+            gradient, tolerance = check.gradient_at(features, labels, svc.coef_, svc.intercept_)
+        svc.convergence = {
+            "converged": converged,
+            "iterations": int(np.max(svc.n_iter_)),
+            "max_iter": self.max_iter,
+            "gradient": gradient,
+            "tolerance": tolerance,
+        }
         return svc
 
     def _kernel_solve(
         self, features: np.ndarray, labels: np.ndarray, folds: Folds, c_values: list[float]
-    ) -> tuple[list[list[np.ndarray]], dict[float, torch.Tensor]]:
+    ) -> tuple[list[list[np.ndarray]], dict[float, torch.Tensor], list[dict[str, Any]]]:
         """Every fold, plus all training rows (the refit), for every class in one batch of columns on
         one Gram matrix; one solve per C, ascending, each warm-started from the previous C. Returns the
-        held-out predictions [fold][C] and the refit's coefficients (n, K) per C."""
+        held-out predictions [fold][C], the refit's coefficients (n, K) per C and the (fold, C) solves
+        that did not converge (the refit's needs not: L-BFGS finishes it in the primal)."""
         device = default_device(None)
         x = as_tensor(features, device)
         gram = gram_matrix(x, 1.0, device)
@@ -103,7 +121,7 @@ class LinearSVM:
         rows = rows[:, :, None].expand(n, f + 1, k).reshape(n, -1)
         group = torch.arange(f + 1, device=device).repeat_interleave(k)  # one stopping rule per fold
         predictions: list[list[np.ndarray]] = [[] for _ in folds]
-        beta, converged, newton, products, refit = None, True, 0, 0, {}
+        beta, converged, newton, products, refit, unconverged = None, True, 0, 0, {}, []
         for c in c_values:
             C = torch.full((signs.shape[1],), c, device=device)
             result = solve_squared_hinge_kernel(
@@ -114,9 +132,22 @@ class LinearSVM:
             scores = result.scores.view(n, f + 1, k)
             for i, (_, held) in enumerate(folds):
                 predictions[i].append(classes[scores[torch.from_numpy(held).to(device), i].argmax(1).cpu().numpy()])
+                if not bool(result.converged[i]):
+                    norm0 = float(result.grad_norm0[i])
+                    unconverged.append(
+                        {
+                            "fold": i,
+                            "C": float(c),
+                            "converged": False,
+                            "iterations": result.newton_steps,  # Newton steps at this C
+                            "max_iter": self.max_iter,
+                            "gradient": float(result.grad_ratio[i]) * norm0,
+                            "tolerance": self.tol * norm0,
+                        }
+                    )
             refit[c] = beta.view(n, f + 1, k)[:, f]
         self.kernel_info = {"converged": converged, "newton_steps": newton, "gram_products": products}
-        return predictions, refit
+        return predictions, refit, unconverged
 
     def _weights_from_beta(self, features: np.ndarray, beta: torch.Tensor) -> np.ndarray:
         """w = sum_i beta_i [x_i, 1] as (K, D+1), row chunk by row chunk."""
@@ -127,22 +158,29 @@ class LinearSVM:
         w[:, -1] = beta.sum(0)
         return w.cpu().numpy()
 
-    def _select_C(self, features: np.ndarray, labels: np.ndarray) -> float:
-        folds = stratified_folds(labels, self.cv_folds, self.random_state)
+    def _select_C(self, features: np.ndarray, labels: np.ndarray, folds: Folds, made: str) -> float:
+        """Scores the grid on `folds` (described by `made`) and returns the chosen C; with the kernel
+        solver, the refit's kernel-space solution at that C becomes the final fit's starting point."""
         if self.backend == "torch" and kernel_applies(features):
-            predictions, refit = self._kernel_solve(features, labels, folds, self.c_grid)
+            predictions, refit, unconverged = self._kernel_solve(features, labels, folds, self.c_grid)
             self.selection = {"solver": "kernel Newton-CG, all folds and classes at once", **self.kernel_info}
         else:  # ascending C, the torch backend warm-starting each C from the previous one on the same fold
-            predictions, refit = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid), {}
-            self.selection = {"solver": "one fit per fold and C"}
+            predictions, unconverged = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid)
+            refit, self.selection = {}, {"solver": "one fit per fold and C"}
         chosen, self.grid = choose_C(labels, folds, self.c_grid, predictions, self.metric)
+        self.selection = {"folds": made, **self.selection, "unconverged_fits": unconverged}
+        warn_grid(f"linear_svm ({self.backend})", unconverged, len(folds) * len(self.c_grid))
         if chosen in refit:
             self._refit_init = self._weights_from_beta(features, refit[chosen])
         return chosen
 
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> LinearSVM:
-        if self.C == "auto":
-            self.chosen_C = self._select_C(features, labels)
+    def fit(self, features: np.ndarray, labels: np.ndarray, folds: Folds | None = None) -> LinearSVM:
+        """`folds` ((train rows, held-out rows) per fold, indices into `features`) score the C=auto grid
+        instead of the stratified k-fold, and the final model is fitted on all rows given: for the
+        validation protocol, pass train + val rows and folds=[(train_rows, val_rows)]."""
+        selection = selection_folds(labels, folds, self.C, self.c_selection, self.cv_folds, self.random_state)
+        if selection is not None:
+            self.chosen_C = self._select_C(features, labels, *selection)
         elif self.backend == "torch" and kernel_applies(features):
             # no more images than features: Newton in kernel space, then L-BFGS checks (and if need be
             # finishes) in the primal, so the stopping rule and the reported objective are the primal's
@@ -154,8 +192,9 @@ class LinearSVM:
         assert self.chosen_C is not None
         self.model = self._fit_one(features, labels, self.chosen_C, self._refit_init)
         self._refit_init = None
-        info = getattr(self.model, "info", None)
-        self.converged = info["converged"] if info else self.model.tlbench_converged
+        self.convergence = self.model.convergence
+        self.converged = self.convergence["converged"]
+        warn_fit(f"linear_svm ({self.backend})", self.chosen_C, self.convergence)
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -171,13 +210,17 @@ class LinearSVM:
             "dual": self.dual,
             "converged": self.converged,
         }
-        if self.backend == "sklearn" and self.model is not None and hasattr(self.model, "n_iter_"):
-            record["iterations"] = int(np.max(self.model.n_iter_))
+        if self.backend == "sklearn" and self.model is not None:
+            record["iterations"] = self.convergence["iterations"]
+            if self.convergence["gradient"] is not None:  # measured when liblinear did not converge
+                record.update(grad_norm=self.convergence["gradient"], target=self.convergence["tolerance"])
         if self.backend == "torch" and self.model is not None:
-            record.update({k: self.model.info[k] for k in ("objective", "grad_norm", "evaluations", "device")})
+            keys = ("objective", "grad_norm", "target", "iterations", "float64_iterations", "evaluations", "device")
+            record.update({k: self.model.info[k] for k in keys})
             record["solver"] = "kernel Newton-CG, then L-BFGS in the primal" if self.kernel_info else "L-BFGS"
             if self.kernel_info and self.C != "auto":
                 record["kernel_newton"] = self.kernel_info
         if self.C == "auto":
-            record["C_selection"] = {"folds": self.cv_folds, "metric": self.metric, "grid": self.grid, **self.selection}
+            record["C_selection"] = {"c_selection": self.c_selection, "metric": self.metric, "grid": self.grid}
+            record["C_selection"].update(self.selection)  # folds, solver, unconverged_fits
         return record

@@ -6,9 +6,10 @@
 C multiplies the summed loss and the intercept b is not regularised, as in scikit-learn. With two
 classes scikit-learn fits one weight vector (plain logistic regression); here the first class's row
 is then held at zero, which is the same model. Minimised by L-BFGS (strong Wolfe) on the (K, D+1)
-matrix [W, b]; it stops as scikit-learn's lbfgs does: max |gradient| <= tol on scikit-learn's scaling
-of the objective (f / (C n)), i.e. max |grad f| <= tol * C * n. Int8 features are converted in row
-chunks, never as a whole float32 copy.
+matrix [W, b], in float32 and, when that falls short of the tolerance, finished in float64
+(tlbench/classifiers/lbfgs.py). It stops as scikit-learn's lbfgs does: max |gradient| <= tol on
+scikit-learn's scaling of the objective (f / (C n)), i.e. max |grad f| <= tol * C * n. Int8 features
+are converted in row chunks, never as a whole float copy.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
+from tlbench.classifiers.lbfgs import minimize
 
 
 class TorchSoftmaxRegression:
@@ -34,11 +36,11 @@ class TorchSoftmaxRegression:
         self.info: dict[str, Any] = {}
 
     def _objective(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Value (float64 accumulation) and gradient over all rows, chunk by chunk."""
+        """Value (accumulated in float64) and gradient over all rows, chunk by chunk, in w's dtype."""
         grad = w.clone()
         grad[:, -1] = 0  # the intercept is not regularised
         value = 0.5 * (w[:, :-1].double() ** 2).sum()
-        for start, chunk in row_chunks(x, self.device):
+        for start, chunk in row_chunks(x, self.device, w.dtype):
             yc = y[start : start + chunk.shape[0]]
             log_p = torch.log_softmax(chunk @ w[:, :-1].T + w[:, -1], dim=1)
             value = value - self.C * log_p.gather(1, yc[:, None]).double().sum()
@@ -57,44 +59,39 @@ class TorchSoftmaxRegression:
         x = as_tensor(features, self.device)
         y = torch.from_numpy(encoded).to(self.device)
         k, n = len(self.classes_), x.shape[0]
-        w = torch.zeros(k, x.shape[1] + 1, device=self.device)
+        w0 = torch.zeros(k, x.shape[1] + 1, device=self.device)
         if init is not None:
-            w.copy_(torch.as_tensor(init))
+            w0.copy_(torch.as_tensor(init))
         target = self.tol * self.C * n  # scikit-learn's gtol on its objective f / (C n)
-        optimizer = torch.optim.LBFGS(
-            [w.requires_grad_()],
-            lr=1,
-            max_iter=self.max_iter,
-            tolerance_grad=0,  # the stop is ours (below)
-            tolerance_change=0,
-            history_size=20,
-            line_search_fn="strong_wolfe",
+        result = minimize(
+            lambda w: self._objective(x, y, w), w0, lambda grad: float(grad.abs().max()) <= target, self.max_iter
         )
-        state = {"evaluations": 0}
-
-        def closure() -> torch.Tensor:
-            value, grad = self._objective(x, y, w.detach())
-            state["evaluations"] += 1
-            # converged: a zero gradient makes L-BFGS stop
-            w.grad = torch.zeros_like(grad) if float(grad.abs().max()) <= target else grad
-            return value.float()
-
-        optimizer.step(closure)
-        w = w.detach()
-        value, grad = self._objective(x, y, w)
-        self.weights_ = w.cpu().numpy()
+        self.weights_ = result.weights.cpu().numpy()  # float64: the weights the stopping rule was checked on
         rows = self.weights_[1:] if k == 2 else self.weights_
         self.coef_, self.intercept_ = rows[:, :-1], rows[:, -1]
-        grad_max = float(grad.abs().max())
         self.info = {
-            "objective": float(value),
-            "grad_max": grad_max,
+            "objective": result.value,
+            "grad_max": float(result.grad.abs().max()),
             "target": target,
-            "converged": grad_max <= target * 1.0001,
-            "evaluations": state["evaluations"],
+            "converged": result.converged,
+            "iterations": result.iterations,
+            "float64_iterations": result.float64_iterations,
+            "evaluations": result.evaluations,
             "device": str(self.device),
         }
         return self
+
+    @property
+    def convergence(self) -> dict[str, Any]:
+        """The stopping rule's quantities, as every classifier's fits report them."""
+        info = self.info
+        return {
+            "converged": info["converged"],
+            "iterations": info["iterations"],
+            "max_iter": self.max_iter,
+            "gradient": info["grad_max"],
+            "tolerance": info["target"],
+        }
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
         assert self.weights_ is not None, "fit first"

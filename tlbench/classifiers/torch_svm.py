@@ -7,9 +7,10 @@ For each class k (one-vs-rest, y in {-1, +1}), with the intercept as a constant 
 
 The sum over k is minimised by L-BFGS on the (K, D+1) weight matrix: one matrix product per
 evaluation serves all classes. The squared hinge is differentiable, so L-BFGS converges to the same
-optimum as liblinear; `describe()` reports the final objective and gradient norm. Features may be
-int8 (the FNE's {-1, 0, 1}): they are converted to float in row chunks at each evaluation, never as a
-whole float32 copy of the matrix.
+optimum as liblinear; `describe()` reports the final objective and gradient norm. L-BFGS runs in
+float32 and, when that falls short of the tolerance, finishes in float64 (tlbench/classifiers/lbfgs.py);
+the reported objective, gradient and weights are float64. Features may be int8 (the FNE's {-1, 0, 1}):
+they are converted in row chunks at each evaluation, never as a whole float copy of the matrix.
 
 The stopping rule is liblinear's primal one (TRON) taken over all classes together:
 ||grad f(w)|| <= tol * ||(min(pos_k, neg_k) / l) grad f_k(0)||, the gradient at w = 0 whatever the
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
+from tlbench.classifiers.lbfgs import minimize
 
 
 class TorchSquaredHingeSVM:
@@ -45,14 +47,15 @@ class TorchSquaredHingeSVM:
         self.classes_: np.ndarray | None = None
         self.coef_: np.ndarray | None = None  # (K, D)
         self.intercept_: np.ndarray | None = None  # (K,)
+        self.weights_: np.ndarray | None = None  # (K, D+1), for warm starts
         self.info: dict[str, Any] = {}
 
     # --- the objective, in row chunks ---
     def _objective(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Value and gradient, summed over classes (float64 accumulation of the float32 products)."""
+        """Value (accumulated in float64) and gradient, summed over classes, computed in w's dtype."""
         grad = w.clone()  # from 0.5 ||w||^2
         value = 0.5 * (w.double() ** 2).sum()
-        for start, chunk in row_chunks(x, self.device):
+        for start, chunk in row_chunks(x, self.device, w.dtype):
             yc = y[start : start + chunk.shape[0]]
             margin = 1 - yc * (chunk @ w[:, :-1].T + self.intercept_scaling * w[:, -1])
             active = margin.clamp(min=0)
@@ -62,58 +65,67 @@ class TorchSquaredHingeSVM:
             grad[:, -1] += self.intercept_scaling * coeff.sum(dim=0)
         return value, grad
 
-    def fit(self, features: np.ndarray, labels: np.ndarray, init: np.ndarray | None = None) -> TorchSquaredHingeSVM:
-        """`init`: (K, D+1) weights to start from (a warm start across C values)."""
+    def _problem(self, features: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The features as a tensor, the one-vs-rest labels (N, K) in {-1, +1} and the stopping
+        rule's bound on ||grad||: tol * ||(min(pos_k, neg_k) / l) grad f_k(0)||."""
         self.classes_, encoded = np.unique(labels, return_inverse=True)
         x = as_tensor(features, self.device)
         k, d = len(self.classes_), x.shape[1]
         y = -torch.ones(x.shape[0], k, device=self.device)
         y[torch.arange(x.shape[0]), torch.from_numpy(encoded).to(self.device)] = 1.0
-        w0 = torch.zeros(k, d + 1, device=self.device) if init is None else torch.as_tensor(init, device=self.device)
-        w = w0.clone().float().requires_grad_(False)
-        _, g0 = self._objective(x, y, torch.zeros_like(w))
+        _, g0 = self._objective(x, y, torch.zeros(k, d + 1, device=self.device))
         positives = (y > 0).sum(dim=0).float()
         scale = torch.minimum(positives, x.shape[0] - positives) / x.shape[0]  # liblinear's min(pos, neg) / l
-        target = self.tol * max(float((scale[:, None] * g0).norm()), 1e-12)
+        return x, y, self.tol * max(float((scale[:, None] * g0).norm()), 1e-12)
 
-        optimizer = torch.optim.LBFGS(
-            [w.requires_grad_()],
-            lr=1,
-            max_iter=self.max_iter,
-            tolerance_grad=0,  # the stop is ours: a relative gradient norm, like liblinear's
-            tolerance_change=0,
-            history_size=20,
-            line_search_fn="strong_wolfe",
+    def fit(self, features: np.ndarray, labels: np.ndarray, init: np.ndarray | None = None) -> TorchSquaredHingeSVM:
+        """`init`: (K, D+1) weights to start from (a warm start across C values)."""
+        x, y, target = self._problem(features, labels)
+        w0 = torch.zeros(y.shape[1], x.shape[1] + 1, device=self.device)
+        if init is not None:
+            w0 = torch.as_tensor(init, device=self.device)
+        result = minimize(
+            lambda w: self._objective(x, y, w), w0, lambda grad: float(grad.norm()) <= target, self.max_iter
         )
-        state: dict[str, Any] = {"evaluations": 0, "grad_norm": float("inf")}
-
-        def closure() -> torch.Tensor:
-            value, grad = self._objective(x, y, w.detach())
-            if state["evaluations"] == 0:
-                state["first"] = (value, grad)
-            w.grad = grad
-            state["evaluations"] += 1
-            state["grad_norm"] = float(grad.norm())
-            if state["grad_norm"] <= target:  # converged: a zero gradient makes L-BFGS stop
-                w.grad = torch.zeros_like(grad)
-            return value.float()
-
-        optimizer.step(closure)
-        w = w.detach()
-        # stopped at the starting point (a converged warm start): its evaluation is the final one
-        value, grad = state["first"] if state["evaluations"] == 1 else self._objective(x, y, w)
-        self.coef_ = w[:, :-1].cpu().numpy()
-        self.intercept_ = (self.intercept_scaling * w[:, -1]).cpu().numpy()
-        self.weights_ = w.cpu().numpy()
+        w = result.weights
+        self.weights_ = w.cpu().numpy()  # float64: the weights the stopping rule was checked on
+        self.coef_ = self.weights_[:, :-1]
+        self.intercept_ = self.intercept_scaling * self.weights_[:, -1]
         self.info = {
-            "objective": float(value),
-            "grad_norm": float(grad.norm()),
-            "converged": float(grad.norm()) <= target * 1.0001,
+            "objective": result.value,
+            "grad_norm": float(result.grad.norm()),
             "target": target,
-            "evaluations": state["evaluations"],
+            "converged": result.converged,
+            "iterations": result.iterations,
+            "float64_iterations": result.float64_iterations,
+            "evaluations": result.evaluations,
             "device": str(self.device),
         }
         return self
+
+    @property
+    def convergence(self) -> dict[str, Any]:
+        """The stopping rule's quantities, as every classifier's fits report them."""
+        info = self.info
+        return {
+            "converged": info["converged"],
+            "iterations": info["iterations"],
+            "max_iter": self.max_iter,
+            "gradient": info["grad_norm"],
+            "tolerance": info["target"],
+        }
+
+    def gradient_at(
+        self, features: np.ndarray, labels: np.ndarray, coef: np.ndarray, intercept: np.ndarray
+    ) -> tuple[float, float]:
+        """(||grad|| in float64, the stopping rule's bound on it) of this objective at another solver's
+        one-vs-rest (coef, intercept), e.g. LinearSVC's, whose single row for two classes is the second's."""
+        x, y, target = self._problem(features, labels)
+        w = np.hstack([coef, intercept[:, None] / self.intercept_scaling])
+        if w.shape[0] == 1 and y.shape[1] == 2:
+            w = np.vstack([-w, w])
+        _, grad = self._objective(x, y, torch.from_numpy(w).to(self.device, torch.float64))
+        return float(grad.norm()), target
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
         assert self.weights_ is not None, "fit first"
