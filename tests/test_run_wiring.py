@@ -129,3 +129,21 @@ def test_model_preprocessing_reaches_the_backbone_and_the_record(tmp_path, image
     assert plain.backbone["preprocessing"] == "torchvision"
     assert plain.cache == {"train": "miss", "test": "miss"}  # other inputs: other cached features
     assert result.postprocess["l2_normalize"] == "image"  # last_layer's default
+
+
+def test_c_selection_on_the_val_split_refits_on_train_and_val(tmp_path, image_folder):
+    """classifier.c_selection=validation (the Kornblith protocol): C scored on val, the final fit on
+    train + val, and only test is then a held-out split."""
+    tiny = ["model=timm", "model.name=resnet18", "model.pretrained=false", "strategy=last_layer"]
+    chosen = ["classifier=logistic_regression", "classifier.C=auto", "classifier.c_selection=validation"]
+    grid = ["classifier.c_grid=[0.01,1.0,100.0]"]
+    with pytest.raises(ConfigError, match=r"c_selection=validation scores C on the val split.*val_fraction"):
+        run(compose_cfg(tmp_path, image_folder, *tiny, *chosen, *grid), tmp_path / "noval")
+    result = run(
+        compose_cfg(tmp_path, image_folder, *tiny, *chosen, *grid, "dataset.val_fraction=0.34"), tmp_path / "val"
+    )
+    n_train, n_val = result.split_sizes["train"], result.split_sizes["val"]
+    assert n_val > 0 and set(result.metrics) == {"test"}  # val was trained on: not reported as held out
+    selection = result.classifier["C_selection"]
+    assert selection["folds"] == f"given: 1 fold, {n_train} train / {n_val} validation rows"
+    assert result.classifier["C"] in (0.01, 1.0, 100.0) and len(selection["grid"]) == 3
