@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -38,6 +39,31 @@ class Minimum:
     iterations: int  # L-BFGS iterations in all
     float64_iterations: int  # of which in float64 (0 when float32 sufficed)
     evaluations: int  # objective evaluations in all
+
+    def record(self, gradient_key: str, gradient: float, target: float, device: torch.device) -> dict[str, Any]:
+        """A torch fit's `info`: the objective, the stopping rule's gradient (`gradient_key`: its name in
+        results.json) against its target, and the solver's counts."""
+        return {
+            "objective": self.value,
+            gradient_key: gradient,
+            "target": target,
+            "converged": self.converged,
+            "iterations": self.iterations,
+            "float64_iterations": self.float64_iterations,
+            "evaluations": self.evaluations,
+            "device": str(device),
+        }
+
+
+def convergence(info: dict[str, Any], gradient_key: str, max_iter: int) -> dict[str, Any]:
+    """The stopping rule's quantities of a fit's `info`, as every classifier's fits report them."""
+    return {
+        "converged": info["converged"],
+        "iterations": info["iterations"],
+        "max_iter": max_iter,
+        "gradient": info[gradient_key],
+        "tolerance": info["target"],
+    }
 
 
 def _run(objective: Objective, w: torch.Tensor, done: Callable[[torch.Tensor], bool], max_iter: int) -> list:

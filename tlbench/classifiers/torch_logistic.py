@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
-from tlbench.classifiers.lbfgs import minimize
+from tlbench.classifiers.lbfgs import convergence, minimize
 
 
 class TorchSoftmaxRegression:
@@ -69,29 +69,13 @@ class TorchSoftmaxRegression:
         self.weights_ = result.weights.cpu().numpy()  # float64: the weights the stopping rule was checked on
         rows = self.weights_[1:] if k == 2 else self.weights_
         self.coef_, self.intercept_ = rows[:, :-1], rows[:, -1]
-        self.info = {
-            "objective": result.value,
-            "grad_max": float(result.grad.abs().max()),
-            "target": target,
-            "converged": result.converged,
-            "iterations": result.iterations,
-            "float64_iterations": result.float64_iterations,
-            "evaluations": result.evaluations,
-            "device": str(self.device),
-        }
+        self.info = result.record("grad_max", float(result.grad.abs().max()), target, self.device)
         return self
 
     @property
     def convergence(self) -> dict[str, Any]:
         """The stopping rule's quantities, as every classifier's fits report them."""
-        info = self.info
-        return {
-            "converged": info["converged"],
-            "iterations": info["iterations"],
-            "max_iter": self.max_iter,
-            "gradient": info["grad_max"],
-            "tolerance": info["target"],
-        }
+        return convergence(self.info, "grad_max", self.max_iter)
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
         assert self.weights_ is not None, "fit first"

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
-from tlbench.classifiers.lbfgs import minimize
+from tlbench.classifiers.lbfgs import convergence, minimize
 
 
 class TorchSquaredHingeSVM:
@@ -91,29 +91,13 @@ class TorchSquaredHingeSVM:
         self.weights_ = w.cpu().numpy()  # float64: the weights the stopping rule was checked on
         self.coef_ = self.weights_[:, :-1]
         self.intercept_ = self.intercept_scaling * self.weights_[:, -1]
-        self.info = {
-            "objective": result.value,
-            "grad_norm": float(result.grad.norm()),
-            "target": target,
-            "converged": result.converged,
-            "iterations": result.iterations,
-            "float64_iterations": result.float64_iterations,
-            "evaluations": result.evaluations,
-            "device": str(self.device),
-        }
+        self.info = result.record("grad_norm", float(result.grad.norm()), target, self.device)
         return self
 
     @property
     def convergence(self) -> dict[str, Any]:
         """The stopping rule's quantities, as every classifier's fits report them."""
-        info = self.info
-        return {
-            "converged": info["converged"],
-            "iterations": info["iterations"],
-            "max_iter": self.max_iter,
-            "gradient": info["grad_norm"],
-            "tolerance": info["target"],
-        }
+        return convergence(self.info, "grad_norm", self.max_iter)
 
     def gradient_at(
         self, features: np.ndarray, labels: np.ndarray, coef: np.ndarray, intercept: np.ndarray
