@@ -101,7 +101,11 @@ def write_conf() -> None:
     )
 
 
+_started_munge = False  # munged started by start(): stop() ends it too; one that was running stays
+
+
 def _start_munge() -> None:
+    global _started_munge
     if _sh("pgrep", "-x", "munged", check=False).returncode == 0:
         return
     key = Path("/etc/munge/munge.key")
@@ -113,6 +117,7 @@ def _start_munge() -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         shutil.chown(folder, "munge", "munge")
     _sh("runuser", "-u", "munge", "--", "munged")
+    _started_munge = True
 
 
 def _stop_daemons() -> None:
@@ -144,8 +149,12 @@ def start(timeout: float = 60.0) -> None:
 
 
 def stop() -> None:
+    global _started_munge
     _sh("scancel", "--full", "-u", "root", check=False)
     _stop_daemons()
+    if _started_munge:
+        _sh("pkill", "-x", "munged", check=False)
+        _started_munge = False
 
 
 if __name__ == "__main__":
