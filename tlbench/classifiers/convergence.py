@@ -14,6 +14,19 @@ log = logging.getLogger(__name__)
 LISTED = 5  # unconverged grid fits named in the C=auto warning (all are recorded in C_selection)
 
 
+def convergence_record(
+    converged: bool, iterations: int, max_iter: int, gradient: float | None = None, tolerance: float | None = None
+) -> dict[str, Any]:
+    """The `convergence` dict every fit reports (see the module docstring)."""
+    return {
+        "converged": converged,
+        "iterations": iterations,
+        "max_iter": max_iter,
+        "gradient": gradient,
+        "tolerance": tolerance,
+    }
+
+
 def shortfall(record: dict[str, Any]) -> str:
     """'1000 iterations (max_iter 1000), gradient 3.2 > tolerance 1.4'."""
     text = f"{record['iterations']} iterations (max_iter {record['max_iter']})"

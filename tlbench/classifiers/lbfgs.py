@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from tlbench.classifiers.convergence import convergence_record
+
 HISTORY = 20
 
 # w -> (value as a float64 scalar, gradient in w's dtype), computed in w's dtype
@@ -57,13 +59,7 @@ class Minimum:
 
 def convergence(info: dict[str, Any], gradient_key: str, max_iter: int) -> dict[str, Any]:
     """The stopping rule's quantities of a fit's `info`, as every classifier's fits report them."""
-    return {
-        "converged": info["converged"],
-        "iterations": info["iterations"],
-        "max_iter": max_iter,
-        "gradient": info[gradient_key],
-        "tolerance": info["target"],
-    }
+    return convergence_record(info["converged"], info["iterations"], max_iter, info[gradient_key], info["target"])
 
 
 def _run(objective: Objective, w: torch.Tensor, done: Callable[[torch.Tensor], bool], max_iter: int) -> list:

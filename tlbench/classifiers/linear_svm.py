@@ -22,7 +22,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
 from tlbench.classifiers.chunks import as_tensor, default_device, row_chunks
-from tlbench.classifiers.convergence import warn_fit, warn_grid
+from tlbench.classifiers.convergence import convergence_record, warn_fit, warn_grid
 from tlbench.classifiers.cross_validation import (
     DEFAULT_GRID,
     Folds,
@@ -91,13 +91,7 @@ class LinearSVM:
         if not converged:  # liblinear does not say how far it got: the primal gradient, as the torch rule
             check = TorchSquaredHingeSVM(C=C, tol=self.tol)
             gradient, tolerance = check.gradient_at(features, labels, svc.coef_, svc.intercept_)
-        svc.convergence = {
-            "converged": converged,
-            "iterations": int(np.max(svc.n_iter_)),
-            "max_iter": self.max_iter,
-            "gradient": gradient,
-            "tolerance": tolerance,
-        }
+        svc.convergence = convergence_record(converged, int(np.max(svc.n_iter_)), self.max_iter, gradient, tolerance)
         return svc
 
     def _kernel_solve(
@@ -134,17 +128,9 @@ class LinearSVM:
                 predictions[i].append(classes[scores[torch.from_numpy(held).to(device), i].argmax(1).cpu().numpy()])
                 if not bool(result.converged[i]):
                     norm0 = float(result.grad_norm0[i])
-                    unconverged.append(
-                        {
-                            "fold": i,
-                            "C": float(c),
-                            "converged": False,
-                            "iterations": result.newton_steps,  # Newton steps at this C
-                            "max_iter": self.max_iter,
-                            "gradient": float(result.grad_ratio[i]) * norm0,
-                            "tolerance": self.tol * norm0,
-                        }
-                    )
+                    gradient = float(result.grad_ratio[i]) * norm0  # Newton steps at this C as iterations
+                    record = convergence_record(False, result.newton_steps, self.max_iter, gradient, self.tol * norm0)
+                    unconverged.append({"fold": i, "C": float(c), **record})
             refit[c] = beta.view(n, f + 1, k)[:, f]
         self.kernel_info = {"converged": converged, "newton_steps": newton, "gram_products": products}
         return predictions, refit, unconverged

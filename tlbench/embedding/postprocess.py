@@ -62,10 +62,10 @@ L2_MODES = ("image", "layer")
 def l2_blocks(mode: str, dim: int, layout: list[tuple[str, int]] | None) -> list[tuple[int, int]]:
     """Column ranges normalized separately: the whole vector (`image`), or each tap's columns
     (`layer`, as tl-tradeoff's `PostProcessing.l2_norm` over its layer offsets)."""
-    if mode == "image" or not layout:
-        if mode == "layer" and not layout:
-            raise ValueError("l2_normalize=layer needs the features' layout (tap -> columns)")
+    if mode == "image":
         return [(0, dim)]
+    if not layout:
+        raise ValueError("l2_normalize=layer needs the features' layout (tap -> columns)")
     bounds, start = [], 0
     for _, width in layout:
         bounds.append((start, start + width))
