@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -37,13 +36,14 @@ from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.prepared import prepare_inputs
 from tlbench.embedding.progress import ExtractionProgressBar
 from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, row_chunks
-from tlbench.errors import ConfigError, DatasetError, ImageDecodeError, RunFinished
+from tlbench.errors import ConfigError, DatasetError, ImageDecodeError
 from tlbench.finetune.pipeline import run_finetune
+from tlbench.finished_run import check_not_finished
 from tlbench.metrics import classification_metrics
 from tlbench.models import Backbone, Tap, create_backbone, resolve_taps
 from tlbench.models.taps import VGG16_FNE_DIM
 from tlbench.provenance import provenance
-from tlbench.results import RESULTS_FILE, Result, write_results
+from tlbench.results import Result, write_results
 from tlbench.tracking.loggers import build_logger, log_result
 from tlbench.trainer import build_trainer
 
@@ -388,20 +388,6 @@ def extraction_key(
         dataset_params=dataset.params,
         split=split,
         content=dataset.splits[split].fingerprint(),
-    )
-
-
-def check_not_finished(run_dir: Path, overwrite: bool) -> None:
-    """A finished result is never replaced silently. A requeued SLURM job that had already written it
-    (killed after the end) stops quietly; anything else is refused unless overwrite=true."""
-    done = run_dir / RESULTS_FILE
-    if overwrite or not done.is_file():
-        return
-    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
-        raise RunFinished(f"{run_dir} already holds the result of this job ({RESULTS_FILE}); nothing to do")
-    raise ConfigError(
-        f"{done} already exists: this run directory holds a finished result. Choose another directory "
-        "(hydra.run.dir=...), or pass overwrite=true to run again and replace it"
     )
 
 

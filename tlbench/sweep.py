@@ -51,9 +51,12 @@ def job_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
         if (folder / FAILURE_FILE).is_file():  # also after results.json, e.g. when logging failed
             row.update(status="failed", error=json.loads((folder / FAILURE_FILE).read_text())["error"])
         elif (folder / RESULTS_FILE).is_file():
-            result = json.loads((folder / RESULTS_FILE).read_text())
-            metric = result["headline_metric"]
-            row.update(status="ok", metric=metric, value=result["metrics"]["test"][metric])
+            try:
+                result = json.loads((folder / RESULTS_FILE).read_text())
+                metric = result["headline_metric"]
+                row.update(status="ok", metric=metric, value=result["metrics"]["test"][metric])
+            except (ValueError, KeyError, TypeError) as exc:  # a damaged or foreign file: say so, go on
+                row.update(status="unreadable result", error=f"{folder / RESULTS_FILE}: {exc!r}")
         else:
             row.update(status="no result", error="neither results.json nor failure.json (killed, or still running)")
         rows.append(row)
