@@ -8,8 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import run_cli
+from conftest import run_cli
 
 RESULT = {"headline_metric": "top1", "metrics": {"test": {"top1": 0.5, "mean_per_class": 0.5}}}
 

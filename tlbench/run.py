@@ -133,7 +133,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         presets = taps_spec if isinstance(taps_spec, list) else [taps_spec]
         if {"vgg16_fne", "vgg16_fne_pre_relu"} & set(presets) and train.dim != VGG16_FNE_DIM:
             raise RuntimeError(f"VGG16 FNE must have {VGG16_FNE_DIM} dimensions, got {train.dim}")
-        _check_classes_seen(features, datamodule.classes)
+        listed = {split: datamodule.dataset.splits[split].labels for split in features}
+        _check_classes_seen(features, datamodule.classes, listed)
 
         # --- post-processing and classifier (no Trainer runs: tlbench handles the requeue signal) ---
         with requeue_on_sigusr1(requeue_owner(str(cfg.slurm.requeue))):
@@ -448,12 +449,18 @@ def _missing_values(node: Any, prefix: str = "") -> list[str]:
     return missing
 
 
-def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str]) -> None:
-    seen = set(np.unique(features["train"].labels).tolist())
+def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str], listed: dict[str, np.ndarray]) -> None:
+    """Every class keeps a readable training image, and no class loses all its images of a split to
+    skipping. Such a class would otherwise vanish: fewer classes, and a mean per-class accuracy over
+    the rest, with only the skipped-files warning to tell. `listed`: each split's labels as listed."""
     for split, fs in features.items():
-        unseen = sorted(set(np.unique(fs.labels).tolist()) - seen)
-        if unseen:
+        expected = set(range(len(classes))) if split == "train" else set(np.unique(listed[split]).tolist())
+        lost = sorted(expected - set(np.unique(fs.labels).tolist()))
+        if lost:
+            names = [classes[i] for i in lost]
             raise DatasetError(
-                f"the {split} split has classes with no (readable) training image: {[classes[i] for i in unseen]}. "
-                "Add training images for them or remove them from the evaluation split."
+                f"{len(lost)} of {len(classes)} classes have no readable image in the {split} split (every listed "
+                f"image of theirs was skipped as undecodable, see the skipped files above, or none is listed): "
+                f"{names[:10]}" + (f" and {len(names) - 10} more" if len(names) > 10 else "") + ". Replace the "
+                "unreadable files (`tlbench-data verify` lists them) or remove those classes from the dataset."
             )
