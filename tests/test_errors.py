@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -183,11 +184,25 @@ def test_weights_file_that_does_not_exist(tmp_path: Path) -> None:
     assert "model.weights=PATH" in message
 
 
-def test_weights_file_that_is_not_a_state_dict(tmp_path: Path) -> None:
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"definitely not a pickle" * 10)
-    with pytest.raises(WeightsError, match="cannot be read as a state dict"):
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("junk.pth", b"definitely not a pickle" * 10),
+        ("random.pth", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))),
+        ("random.ckpt", bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8))),
+        ("pickle.pth", b"\x80\x02garbage that is no pickle"),
+        ("random.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}xxxxxxxx"),
+    ],
+)
+def test_weights_file_that_is_not_a_state_dict(tmp_path: Path, name: str, content: bytes) -> None:
+    """Named as unreadable, with what tlbench reads; never torch's advice to load it unsafely."""
+    junk = tmp_path / name
+    junk.write_bytes(content)
+    with pytest.raises(WeightsError, match="is not a checkpoint tlbench can read") as err:
         create_backbone("efficientnet_lite0", source="timm", weights=str(junk))
+    message = str(err.value)
+    assert str(junk) in message
+    assert "weights_only=False" not in message and "file an issue" not in message.lower()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,15 +39,35 @@ def state_digest(model: nn.Module) -> str:
 
 
 def _torch_load(path: Path) -> object:
-    """weights_only loading; a Lightning .ckpt may also pickle its hyperparameters (an OmegaConf
-    config in Hydra projects), which only a full unpickling reads: allowed for .ckpt files only."""
+    """weights_only loading. A Lightning .ckpt may also pickle its hyperparameters (an OmegaConf
+    config in Hydra projects), which only a full unpickling reads: allowed for a .ckpt that is a
+    real torch.save archive whose only obstacle is such a pickled class, never for other files."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        if path.suffix != ".ckpt":
-            raise
+    except pickle.UnpicklingError as exc:
+        if path.suffix != ".ckpt" or not zipfile.is_zipfile(path) or "Unsupported global" not in str(exc):
+            raise WeightsError(_unreadable(path, exc)) from None
         log.warning("%s pickles more than tensors (hyperparameters); loading it with weights_only=False", path)
         return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """Why a file is not a checkpoint tlbench reads, without torch's advice to load it unsafely."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if not (len(head) == 2 and head[0] == 0x80):  # a (legacy) torch.save pickle starts with PROTO
+            return (
+                f"weights file {path} is not a checkpoint tlbench can read: it is neither a torch.save archive, "
+                "a pickle nor a .safetensors file (a truncated download, or another format). Give a .pth/.pt "
+                "state dict, a .safetensors file or a Lightning .ckpt"
+            )
+    detail = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(exc) else type(exc).__name__
+    return (
+        f"weights file {path} is not a checkpoint tlbench can read ({detail}). tlbench loads weights with "
+        "torch.load(weights_only=True) and does not unpickle arbitrary objects: save the weights as a state "
+        "dict (torch.save(model.state_dict(), path)) or as .safetensors"
+    )
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -64,8 +85,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path), device="cpu")
         else:
             state = _torch_load(path)
+    except WeightsError:
+        raise
     except Exception as exc:  # pickle, zip and safetensors each raise their own types
-        raise WeightsError(f"weights file {path} cannot be read as a state dict: {exc}") from exc
+        if "weights_only" in str(exc):  # torch's text suggests unsafe loading: say it our way
+            raise WeightsError(_unreadable(path, exc)) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"weights file {path} is not a checkpoint tlbench can read ({reason})") from exc
     while isinstance(state, Mapping) and not _is_tensor_dict(state):
         inner = next((state[k] for k in _WRAPPER_KEYS if k in state and isinstance(state[k], Mapping)), None)
         if inner is None:
