@@ -3,6 +3,7 @@ the streaming FeatureWriter gives exactly what an in-memory assembly gives."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, read_entry
+from tlbench.errors import StorageFullError, TlbenchError
 
 BASE = {
     "backbone": "vgg16",
@@ -249,3 +251,90 @@ def test_two_jobs_committing_the_same_key_both_succeed(tmp_path):
     store.commit(key, second, [("a", 2)], {})
     assert (reader.features == 0).all() and (store.load(key).features == 1).all()
     assert reader.entry_id != store.load(key).entry_id
+
+
+class FillingDisk:
+    """A file handle whose disk fills up after `room` bytes: later writes raise OSError(errno_)."""
+
+    def __init__(self, handle, room: int, errno_: int = errno.ENOSPC) -> None:
+        self.handle, self.room, self.errno = handle, room, errno_
+
+    def write(self, data) -> int:
+        size = len(memoryview(data).cast("B"))
+        if size > self.room:
+            raise OSError(self.errno, os.strerror(self.errno))
+        self.room -= size
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def assert_full_disk_error(error: StorageFullError, root) -> None:
+    message = str(error)
+    assert isinstance(error, TlbenchError), "the CLI prints it as `tlbench: error: ...` (exit 2)"
+    assert str(root) in message, "names the directory that filled up"
+    assert "written" in message and "so far" in message, "says how much the entry had written"
+    assert "Free space" in message and "paths.cache_dir=" in message and "cache=false" in message, message
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT], ids=["ENOSPC", "EDQUOT"])
+def test_disk_full_while_appending_is_a_storage_error_and_leaves_nothing(tmp_path, code):
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+    writer = store.writer(key)
+    writer._handle = FillingDisk(writer._handle, room=128 + 3 * 4 * 100, errno_=code)
+    with pytest.raises(StorageFullError) as caught:
+        for start in range(0, 30, 3):
+            writer.append(np.ones((3, 100)), np.zeros(3), np.arange(start, start + 3))
+    assert_full_disk_error(caught.value, tmp_path)
+    assert ("quota" in str(caught.value)) == (code == errno.EDQUOT)
+    assert not list(tmp_path.iterdir()), "the partial temporary folder is removed"
+    writer.abort()  # the extraction's own clean-up afterwards is no error
+    assert store.load(key) is None
+
+
+def test_disk_full_while_finishing_leaves_nothing_and_keeps_the_current_version(tmp_path, monkeypatch):
+    """A network file system reports a full disk at fsync; the version already there stays current."""
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+    store.save(key, make_set(), {"job": 1})
+    current = store.path(key).resolve()
+    writer = store.writer(key)
+    writer.append(np.ones((3, 4)), np.zeros(3), np.arange(3))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageFullError) as caught:
+        store.commit(key, writer, [("a", 4)], {"job": 2})
+    monkeypatch.undo()
+    assert_full_disk_error(caught.value, tmp_path)
+    assert not list(tmp_path.glob(".*")), "no temporary folder or link is left behind"
+    assert store.path(key).resolve() == current and store.load(key) is not None
+
+
+def test_disk_full_while_linking_removes_the_new_version(tmp_path, monkeypatch):
+    store = FeatureStore(tmp_path)
+    key = cache_key(**BASE)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "symlink", full)
+    with pytest.raises(StorageFullError) as caught:
+        store.save(key, make_set(), {})
+    monkeypatch.undo()
+    assert_full_disk_error(caught.value, tmp_path)
+    assert not list(tmp_path.iterdir()), "neither the version folder nor a link remains"
+
+
+def test_other_write_errors_are_not_called_a_full_disk(tmp_path):
+    store = FeatureStore(tmp_path)
+    writer = store.writer(cache_key(**BASE))
+    writer._handle = FillingDisk(writer._handle, room=0, errno_=errno.EIO)
+    with pytest.raises(OSError) as caught:
+        writer.append(np.ones((3, 4)), np.zeros(3), np.arange(3))
+    assert not isinstance(caught.value, StorageFullError) and caught.value.errno == errno.EIO
+    writer.abort()

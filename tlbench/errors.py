@@ -24,3 +24,7 @@ class ImageDecodeError(TlbenchError):
 class RunFinished(Exception):
     """The run directory already holds this run's result and the job was requeued after writing it:
     nothing to do, and not an error (the CLI exits 0)."""
+
+
+class StorageFullError(TlbenchError):
+    """A disk (or quota) that filled up while writing features; the partial entry is removed."""
