@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -80,11 +81,22 @@ def main() -> None:
         # Under srun every rank runs the CLI: only rank 0 writes .hydra/ in the (SLURM-job-keyed)
         # run directory.
         sys.argv.append("hydra.output_subdir=null")
-    _main()
+    try:
+        _main()
+    except BrokenPipeError:  # `tlbench --help | head`: the reader left; end quietly as cat or ls do
+        _quiet_broken_pipe()
     from tlbench.sweep import failed_jobs
 
     if failed_jobs:  # a multirun whose summary listed failures
         raise SystemExit(1)
+
+
+def _quiet_broken_pipe() -> None:
+    """Exit with the shell's code for SIGPIPE; stdout points at /dev/null so that the interpreter's
+    final flush of what is still buffered does not print a second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise SystemExit(141)
 
 
 def _separate_rank_log(run_dir: Path, rank: int) -> None:
