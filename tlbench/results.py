@@ -63,23 +63,47 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 
 def print_summary(result: Result, console: Console | None = None) -> None:
-    console = console or Console()
+    """The table of a finished run. Not on a terminal (a SLURM .out file) rich would wrap at 80
+    columns and split the results path: lines are printed unwrapped there."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 160))
     table = Table(title=f"tlbench · {result.dataset} · {result.model} · {result.strategy}")
     for column in ("split", "images", "top-1 %", "mean per-class %"):
         table.add_column(column, justify="right" if column != "split" else "left")
     for split, values in result.metrics.items():
         table.add_row(
             split,
-            str(result.split_sizes.get(split, "")),
+            _images(result, split),
             f"{100 * values['top1']:.2f}",
             f"{100 * values['mean_per_class']:.2f}",
         )
     console.print(table)
-    cache = ", ".join(f"{s} {v}" for s, v in result.cache.items())
-    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    parts = []
+    if result.taps:
+        parts.append(f"features: {result.feature_dim} dims from {len(result.taps)} taps")
+    if result.cache:
+        parts.append("cache: " + ", ".join(f"{s} {v}" for s, v in result.cache.items()))
+    parts.append(", ".join(_timing(k, v) for k, v in result.timings.items()))
     skipped = sum(len(v) for v in result.skipped_files.values())
-    console.print(
-        f"features: {result.feature_dim} dims from {len(result.taps)} taps · cache: {cache} · {times}"
-        + (f" · [yellow]{skipped} unreadable images skipped (listed in results.json)[/yellow]" if skipped else "")
-    )
-    console.print(f"results: {Path(result.run_dir) / RESULTS_FILE}")
+    if skipped:
+        parts.append(f"[yellow]{skipped} unreadable images skipped (listed in results.json)[/yellow]")
+    console.print(" · ".join(parts), soft_wrap=True)
+    console.print(f"results: {Path(result.run_dir) / RESULTS_FILE}", soft_wrap=True, highlight=False)
+
+
+def _images(result: Result, split: str) -> str:
+    """The images evaluated: those listed, less the undecodable ones skipped."""
+    listed = result.split_sizes.get(split)
+    if listed is None:
+        return ""
+    skipped = len(result.skipped_files.get(split, []))
+    return f"{listed - skipped} ({skipped} skipped)" if skipped else str(listed)
+
+
+def _timing(key: str, value: float) -> str:
+    if key.endswith("_per_s"):  # a rate, e.g. extract_images_per_s
+        what = key.removesuffix("_per_s").replace("_", " ")
+        return f"{what}/s {value:.1f}"
+    return f"{key} {value:.1f}s"
