@@ -43,10 +43,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_dataset(args.name, args.root, decode=not args.no_decode, progress=not args.quiet)
     sizes = ", ".join(f"{k} {v}" for k, v in report.split_sizes.items())
-    console.print(
-        escape(f"{args.name} at {args.root}: {sizes or 'no splits'}; {report.checked_images} images decoded"),
-        soft_wrap=True,
-    )
+    if args.no_decode:
+        decoded = "0 images decoded (--no-decode)"
+    elif report.undecodable:
+        decoded = (
+            f"{report.decoded_images} images decoded, {len(report.undecodable)} undecodable "
+            f"(of {report.checked_images} checked)"
+        )
+    else:
+        decoded = f"{report.decoded_images} images decoded"
+    console.print(escape(f"{args.name} at {args.root}: {sizes or 'no splits'}; {decoded}"), soft_wrap=True)
     for note in report.notes:
         console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     for problem in report.problems:
@@ -96,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered datasets: classes, split sizes, metric, download").set_defaults(
         func=cmd_list
     )
-    verify = sub.add_parser("verify", help="check a dataset copy: files, counts, checksums, decodable images")
+    verify = sub.add_parser(
+        "verify",
+        help="check a dataset copy: files, counts, checksums, decodable images",
+        epilog="Each file that a run would skip is listed with the reason (empty, not an image, truncated, "
+        "unreadable, a broken link, ...). Images over PIL's Image.MAX_IMAGE_PIXELS (89,478,485 pixels by default) are "
+        "refused as decompression bombs; set TLBENCH_MAX_IMAGE_PIXELS=<pixels> (0: no limit) to decode larger ones.",
+    )
     verify.add_argument("name", choices=available_datasets())
     verify.add_argument("--root", required=True)
     verify.add_argument("--no-decode", action="store_true", help="skip decoding every image")

@@ -20,7 +20,12 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     undecodable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    checked_images: int = 0
+    checked_images: int = 0  # distinct image files the decoder tried (0 with decode=False)
+
+    @property
+    def decoded_images(self) -> int:
+        """Checked images that decoded; the others are listed in `undecodable`, one line each with its reason."""
+        return self.checked_images - len(self.undecodable)
 
     @property
     def ok(self) -> bool:
@@ -74,7 +79,9 @@ def _decode_all(split_samples: dict, report: VerifyReport, progress: bool) -> No
                     seen.add(where)
                     try:
                         samples.load(index)
-                    except ImageDecodeError as exc:
+                    except ImageDecodeError as exc:  # "<path>: <reason>"
                         report.undecodable.append(str(exc))
+                    except Exception as exc:  # load_rgb raises nothing else; a loader's own bug is listed, not fatal
+                        report.undecodable.append(f"{where}: cannot decode image ({type(exc).__name__}: {exc})")
                     report.checked_images += 1
                 bar.advance(task)
