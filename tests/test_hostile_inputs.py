@@ -251,3 +251,33 @@ def test_cli_run_skips_exactly_the_undecodable_files(tmp_path: Path) -> None:
     }
     assert rows == {"train": readable_train, "test": 3 * CLEAN_TEST}
     assert results["metrics"]["test"]["top1"] >= 0.8
+
+
+def test_an_unlistable_subfolder_is_an_error_not_a_silent_loss() -> None:
+    """os.walk skipped a sub-folder it could not list, and its images left the split unnoticed."""
+    import shutil
+    import tempfile
+
+    from tlbench.data.registry import build_dataset
+    from tlbench.errors import DatasetError
+
+    base = Path(tempfile.mkdtemp(prefix="tlbench-unlistable-"))  # under /tmp: traversable by nobody
+    base.chmod(0o755)
+    root = base / "folder"
+    for split in ("train", "test"):
+        for colour in ("red", "blue"):
+            write_image(root / split / colour / "a.png", (200, 0, 0) if colour == "red" else (0, 0, 200), size=8)
+    locked = root / "train" / "red" / "more"
+    write_image(locked / "b.png", (200, 0, 0), size=8)
+    locked.chmod(0)
+    as_root = os.geteuid() == 0  # root lists any folder: list it as nobody then
+    try:
+        if as_root:
+            os.seteuid(65534)
+        with pytest.raises(DatasetError, match=r"cannot list .*more .*Permission denied"):
+            build_dataset("imagefolder", root=str(root))
+    finally:
+        if as_root:
+            os.seteuid(0)
+        locked.chmod(0o755)
+        shutil.rmtree(base)

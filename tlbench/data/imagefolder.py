@@ -31,7 +31,7 @@ def _list_images(folder: Path, classes: list[str]) -> tuple[list[str], list[int]
         class_dir = folder / name
         if not class_dir.is_dir():
             continue
-        for dirpath, dirnames, filenames in os.walk(class_dir):
+        for dirpath, dirnames, filenames in os.walk(class_dir, onerror=_unlistable):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel = os.path.relpath(dirpath, folder)
             for filename in sorted(filenames):
@@ -39,6 +39,14 @@ def _list_images(folder: Path, classes: list[str]) -> tuple[list[str], list[int]
                     relpaths.append(os.path.join(rel, filename))
                     labels.append(label)
     return relpaths, labels
+
+
+def _unlistable(error: OSError) -> None:
+    """os.walk skips a folder it cannot list: its images would vanish from the split without a word."""
+    raise DatasetError(
+        f"imagefolder: cannot list {error.filename} ({error.strerror}); its images would be left out of the "
+        "split. Make it readable (chmod -R u+rX) or move it out of the dataset folder."
+    ) from error
 
 
 def _check_every_class_has_images(classes: list[str], labels: np.ndarray, folder: Path) -> None:
