@@ -12,12 +12,25 @@ TLBENCH_HOME="${TLBENCH_HOME:-$SLURM_SUBMIT_DIR}"
   tlbench_fail "no tlbench checkout at TLBENCH_HOME=$TLBENCH_HOME: submit from the repository root or export TLBENCH_HOME"
 export TLBENCH_HOME
 
+# The site file: TLBENCH_SITE (sourcing a site file exports it, and sbatch passes it on), else the
+# checkout's slurm/site.sh. Its absolute path goes into the log.
+if [ -n "${TLBENCH_SITE:-}" ]; then tlbench_site_from="TLBENCH_SITE"; else tlbench_site_from="default: TLBENCH_SITE is not set"; fi
 TLBENCH_SITE="${TLBENCH_SITE:-$TLBENCH_HOME/slurm/site.sh}"
+case "$TLBENCH_SITE" in /*) ;; *) TLBENCH_SITE="$PWD/$TLBENCH_SITE" ;; esac
+echo "tlbench: site file: $TLBENCH_SITE ($tlbench_site_from)"
 [ -f "$TLBENCH_SITE" ] || tlbench_fail "site file $TLBENCH_SITE not found (set TLBENCH_SITE, see slurm/README.md)"
+export TLBENCH_SITE
 # shellcheck source=/dev/null
-source "$TLBENCH_SITE"
+source "$TLBENCH_SITE" || tlbench_fail "sourcing the site file $TLBENCH_SITE failed (its message is above)"
 if declare -F site_setup >/dev/null; then
   site_setup || tlbench_fail "site_setup in $TLBENCH_SITE failed (module loads, environment activation)"
+fi
+# TLBENCH_SBATCH_ARGS are sbatch options: only slurm/submit.sh applies them (it marks the job so).
+if [ -n "${TLBENCH_SBATCH_ARGS:-}" ] && [ "${TLBENCH_SBATCH_ARGS_APPLIED-}" != "$TLBENCH_SBATCH_ARGS" ]; then
+  echo "tlbench: warning: $TLBENCH_SITE sets TLBENCH_SBATCH_ARGS=\"$TLBENCH_SBATCH_ARGS\", but this job was not" \
+    "submitted with slurm/submit.sh, and plain sbatch does not read it: unless you passed those options yourself," \
+    "the job runs with the template's #SBATCH lines (${SLURM_CPUS_PER_TASK:-1} CPU(s) per task here)." \
+    "Submit with slurm/submit.sh, or sbatch \$TLBENCH_SBATCH_ARGS <template> ..." >&2
 fi
 
 # What every job needs; the site file sets it.

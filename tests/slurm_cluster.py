@@ -3,13 +3,17 @@
 
 Installs Debian's slurm-wlm and munge when missing (needs root and the package registry), starts
 munged as user munge, writes a slurm.conf for this host (declared as a 160-thread node with 4 GPUs), starts slurmctld
-and slurmd, and waits until the node is idle. `stop()` ends the daemons it started.
+and slurmd, and waits until the node is idle. `stop()` cancels every job and waits for them, then
+ends slurmd, slurmctld, any slurmstepd left (with the processes under it) and munged when start()
+started it: nothing of the cluster outlives it (`leftovers()` lists what would).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -101,12 +105,82 @@ def write_conf() -> None:
     )
 
 
-_started_munge = False  # munged started by start(): stop() ends it too; one that was running stays
+# munged started by start(): stop() ends it too (its pids are kept in a file, so that
+# `python tests/slurm_cluster.py stop` ends the one `... start` started); one that was running stays
+MUNGED_PIDS = STATE / "munged-started-by-tests.pid"
+DAEMONS = ("slurmctld", "slurmd", "slurmstepd")
+
+
+def _processes() -> dict[int, tuple[str, int]]:
+    """Every process: pid -> (command name, parent pid), from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split at the last ")"
+        name = stat_line[stat_line.index("(") + 1 : stat_line.rindex(")")]
+        found[int(entry.name)] = (name, int(stat_line[stat_line.rindex(")") + 2 :].split()[1]))
+    return found
+
+
+def pids(*names: str) -> list[int]:
+    """Processes with one of these command names (like pgrep -x)."""
+    return sorted(pid for pid, (name, _) in _processes().items() if name in names)
+
+
+def _with_descendants(roots: list[int]) -> list[int]:
+    procs = _processes()
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in found or pid not in procs:
+            continue
+        found.add(pid)
+        todo.extend(child for child, (_, parent) in procs.items() if parent == pid)
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; its parent has not collected it yet
+
+
+def _end(targets: list[int], timeout: float = 15.0) -> None:
+    """SIGTERM these processes, wait up to `timeout` s, then SIGKILL those still running."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_alive(p) for p in targets):
+            time.sleep(0.2)
+        targets = [p for p in targets if _alive(p)]
+        if not targets:
+            return
+
+
+def leftovers() -> dict[str, list[int]]:
+    """Slurm processes still running, and the munged start() started: empty after stop()."""
+    found = {name: [pid for pid in pids(name) if _alive(pid)] for name in DAEMONS}
+    found["munged"] = [pid for pid in _our_munged() if _alive(pid)]
+    return {name: found_pids for name, found_pids in found.items() if found_pids}
+
+
+def _our_munged() -> list[int]:
+    """The munged that start() started, if it still runs (a pid reused by another program is not it)."""
+    saved = {int(pid) for pid in MUNGED_PIDS.read_text().split()} if MUNGED_PIDS.exists() else set()
+    return [pid for pid in pids("munged") if pid in saved]
 
 
 def _start_munge() -> None:
-    global _started_munge
-    if _sh("pgrep", "-x", "munged", check=False).returncode == 0:
+    if pids("munged"):
         return
     key = Path("/etc/munge/munge.key")
     if not key.exists():
@@ -116,23 +190,38 @@ def _start_munge() -> None:
     for folder in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
         Path(folder).mkdir(parents=True, exist_ok=True)
         shutil.chown(folder, "munge", "munge")
-    _sh("runuser", "-u", "munge", "--", "munged")
-    _started_munge = True
+    _sh("runuser", "-u", "munge", "--", "munged")  # forks into the background and returns
+    STATE.mkdir(parents=True, exist_ok=True)
+    MUNGED_PIDS.write_text(" ".join(map(str, pids("munged"))))
 
 
-def _stop_daemons() -> None:
-    for daemon in ("slurmd", "slurmctld"):
-        _sh("pkill", "-x", daemon, check=False)
-    for _ in range(50):
-        if _sh("pgrep", "-x", "slurmctld|slurmd", check=False).returncode != 0:
+def _cancel_jobs(timeout: float = 60.0) -> None:
+    """scancel every job, and wait until the controller lists none (their steps have ended)."""
+    if not pids("slurmctld"):
+        return
+    jobs = _sh("squeue", "-h", "-o", "%i", check=False).stdout.split()
+    if jobs:
+        _sh("scancel", *jobs, check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queued = _sh("squeue", "-h", "-o", "%i", check=False)
+        if queued.returncode == 0 and not queued.stdout.strip():
             return
-        time.sleep(0.2)
+        time.sleep(0.5)
+
+
+def _stop_slurm() -> None:
+    _cancel_jobs()
+    _end(pids("slurmd"))
+    _end(pids("slurmctld"))
+    # a job step whose slurmd is gone: its slurmstepd and the job's processes under it
+    _end(_with_descendants(pids("slurmstepd")), timeout=5.0)
 
 
 def start(timeout: float = 60.0) -> None:
     install()
     _start_munge()
-    _stop_daemons()
+    _stop_slurm()  # a cluster left by an earlier session
     for sub in ("state", "spool"):  # no job of an earlier cluster comes back
         shutil.rmtree(STATE / sub, ignore_errors=True)
     write_conf()
@@ -149,12 +238,10 @@ def start(timeout: float = 60.0) -> None:
 
 
 def stop() -> None:
-    global _started_munge
-    _sh("scancel", "--full", "-u", "root", check=False)
-    _stop_daemons()
-    if _started_munge:
-        _sh("pkill", "-x", "munged", check=False)
-        _started_munge = False
+    """Cancel every job and wait for it, then end every Slurm process, and munged if start() started it."""
+    _stop_slurm()
+    _end(_our_munged())
+    MUNGED_PIDS.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

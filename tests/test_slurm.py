@@ -1,6 +1,8 @@
 """The slurm/ templates and the submitit launcher profiles on a real one-node Slurm cluster
 (tests/slurm_cluster.py installs and starts it): DDP extraction and fine-tuning with 2 CPU ranks
-(gloo), a job array, a Hydra multirun submitted through submitit, and a requeued fine-tuning job."""
+(gloo), a job array, a Hydra multirun submitted through submitit, and a requeued fine-tuning job.
+Jobs are submitted with slurm/README.md's CPU-node options (--gres=none --ntasks-per-node=N
+--cpus-per-task=M); test_slurm_journey.py follows the README's steps as a user types them."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tlbench.embedding.store import read_entry
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((REPO / "slurm").glob("*.sbatch"))
 TINY = ["model=timm", "model.name=resnet18", "model.pretrained=false"]
+CPU_NODE = ["--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1"]  # slurm/README.md, CPU nodes
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -50,12 +53,12 @@ def job_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def submit(tmp_path: Path, template: str, *args: str, sbatch: tuple[str, ...] = (), env=None) -> str:
-    """sbatch a template from the repository root with 2 CPU tasks; returns the job id."""
+    """sbatch a template from the repository root with 2 CPU tasks and no GPU (the README's options
+    for CPU nodes); returns the job id."""
     cmd = [
         "sbatch",
         "--parsable",
-        "--cpus-per-task=1",
-        "--ntasks-per-node=2",
+        *CPU_NODE,
         "--time=15",
         f"--output={tmp_path}/%x-%j.out",
         *sbatch,
@@ -106,6 +109,33 @@ def test_every_template_is_accepted_by_sbatch_test_only(cluster, tmp_path):
         text = template.read_text()
         for directive in ("--gres=gpu:4", "--ntasks-per-node=4", "--signal=SIGUSR1@90", "--cpus-per-task="):
             assert f"#SBATCH {directive}" in text, (template.name, directive)
+        assert "#SBATCH --output=slurm/logs/%x-" in text  # not the repository root
+        # and on CPU nodes, with the README's options on the command line
+        cpu = ["sbatch", "--test-only", *array, *nodes, *CPU_NODE, str(template)]
+        proc = subprocess.run(cpu, cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0 and "using 2 processors" in proc.stderr, f"{template.name}: {proc.stderr}"
+
+
+def test_cpu_node_options_replace_the_templates_gpu_lines(cluster, tmp_path):
+    """--gres=none --ntasks-per-node --cpus-per-task before the template win over its #SBATCH lines:
+    the job asks for no GPU at all; its log goes to slurm/logs/ under the submission folder."""
+    (tmp_path / "slurm" / "logs").mkdir(parents=True)
+    for template in TEMPLATES:
+        array = ["--array=0-1"] if "array" in template.name else []
+        nodes = ["--nodes=1"] if "multinode" in template.name else []  # the test cluster has one node
+        cmd = ["sbatch", "--parsable", "--hold", *array, *nodes, *CPU_NODE, str(template)]
+        job = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+        try:
+            state = job_state(job if not array else f"{job}_0")
+        finally:
+            subprocess.run(["scancel", job])
+        assert "gpu" not in state.get("TresPerNode", "") and "gpu" not in state["TRES"], (template.name, state)
+        assert (state["NumTasks"], state["CPUs/Task"]) == ("2", "1"), template.name
+        assert state["StdOut"].startswith(f"{tmp_path}/slurm/logs/"), state["StdOut"]
+    held = job_state(subprocess.run(["sbatch", "--parsable", "--hold", str(TEMPLATES[0])], cwd=tmp_path,
+                                    capture_output=True, text=True, check=True).stdout.strip())  # fmt: skip
+    subprocess.run(["scancel", held["JobId"]])
+    assert "gpu:4" in held.get("TresPerNode", "")  # as written, the template asks for the 4 GPUs
 
 
 def test_ddp_extraction_on_two_ranks_equals_one_process(cluster, tmp_path, odd_folder):
@@ -177,7 +207,16 @@ def test_array_job_runs_one_sweep_line_per_task(cluster, tmp_path, odd_folder):
         assert (result["strategy"], result["seed"]) == (strategy, seed)
 
 
-def test_submitit_multirun_submits_one_job_per_point(cluster, tmp_path, odd_folder):
+def test_submitit_multirun_submits_one_job_per_point(cluster, tmp_path, odd_folder, monkeypatch):
+    # a site file sourced on the login node (it exports TLBENCH_SITE): its site_setup runs in each job
+    site = tmp_path / "site" / "my-site.sh"
+    site.parent.mkdir()
+    site.write_text(
+        'TLBENCH_SITE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"\n'
+        "export TLBENCH_SITE\n"
+        'site_setup() { echo "site_setup ran in job $SLURM_JOB_ID"; }\n'
+    )
+    monkeypatch.setenv("TLBENCH_SITE", str(site))
     proc = run_cli(
         tmp_path,
         "-m",
@@ -200,6 +239,8 @@ def test_submitit_multirun_submits_one_job_per_point(cluster, tmp_path, odd_fold
     # submitit owns requeueing inside its jobs: Lightning's handler stays off
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
     assert "auto-requeueing enabled" not in logs
+    assert logs.count(f"tlbench: site file: {site}") == 2, logs[-3000:]  # one per job
+    assert logs.count("site_setup ran in job") == 2
 
 
 def _requeue_and_restart(job: str, timeout: float = 120) -> None:

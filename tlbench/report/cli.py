@@ -1,8 +1,9 @@
-"""tlbench-report PATH... : one table from the results.json files of many runs. A cell averages the
+"""tlbench-report [PATH...] : one table from the results.json files of many runs. A cell averages the
 runs that differ only by seed or split; runs that differ in another setting get rows of their own,
 labelled with it. With --rows method --cols dataset and a preset's paper numbers in the runs'
 config (config.paper), a second table compares ours with the paper on the paper's metric.
 
+tlbench-report                     (every run in $TLBENCH_OUTPUT_DIR/runs and /multiruns, else outputs/)
 tlbench-report outputs/multiruns/2026-11-28_10-00-00
 tlbench-report outputs/ --rows model --cols dataset --metric top1 --out report/
 tlbench-report outputs/runs --rows method --cols dataset        (+ ours / paper)
@@ -11,6 +12,7 @@ tlbench-report outputs/runs --rows method --cols dataset        (+ ours / paper)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +35,12 @@ def parser() -> argparse.ArgumentParser:
         "--rows method --cols dataset, runs of a preset with paper numbers (config.paper) are also "
         "compared with the paper, on the paper's metric whatever --metric shows.",
     )
-    p.add_argument("paths", nargs="*", help="run directories, multirun directories or results.json files")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        help="run directories, multirun directories or results.json files (default: runs/ and multiruns/ "
+        "in $TLBENCH_OUTPUT_DIR, where tlbench writes them, or in outputs/ when it is not set)",
+    )
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead (needs network)")
     p.add_argument(
         "--rows",
@@ -48,16 +55,63 @@ def parser() -> argparse.ArgumentParser:
         choices=["headline", "top1", "mean_per_class"],
         help="headline: each dataset's own metric (default); the paper comparison uses the paper's metric",
     )
-    p.add_argument("--out", default="outputs/report", help="folder for report.{md,csv,tex,png} (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        help="folder for report.{md,csv,tex,png} (default: report/ in $TLBENCH_OUTPUT_DIR, or outputs/report)",
+    )
     return p
+
+
+def output_dir() -> tuple[Path, str]:
+    """Where tlbench writes its runs (conf/paths/default.yaml: paths.output_dir), and how that was
+    decided: $TLBENCH_OUTPUT_DIR (a slurm/ site file exports it), else outputs/ in this folder."""
+    env = os.environ.get("TLBENCH_OUTPUT_DIR")
+    if env:
+        return Path(env), f"TLBENCH_OUTPUT_DIR={env}"
+    return Path("outputs"), "TLBENCH_OUTPUT_DIR is not set, so outputs/ in the current folder"
+
+
+def default_paths() -> list[Path]:
+    """runs/ and multiruns/ of the output folder (single runs and Hydra multiruns), those that exist."""
+    base, why = output_dir()
+    folders = [base / "runs", base / "multiruns"]
+    found = [f for f in folders if f.is_dir()]
+    if not found:
+        raise TlbenchError(
+            f"no result paths given, and neither {folders[0]} nor {folders[1]} exists ({why}): give result "
+            "paths, or --wandb ENTITY/PROJECT, or `source` the slurm/ site file your jobs used (it exports "
+            "TLBENCH_OUTPUT_DIR, where they wrote their runs) or export TLBENCH_OUTPUT_DIR=..., and run "
+            "tlbench-report again"
+        )
+    print(f"tlbench-report: reading {', '.join(map(str, found))} ({why})", file=sys.stderr)
+    return found
+
+
+def check_paths(paths: list[str] | list[Path]) -> None:
+    """A path that does not exist is an error that says where tlbench writes runs."""
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if not missing:
+        return
+    base, why = output_dir()
+    raise TlbenchError(
+        f"{', '.join(missing)} does not exist. tlbench writes runs to {base / 'runs'} and Hydra multiruns to "
+        f"{base / 'multiruns'} ({why}); jobs submitted with a slurm/ site file use its TLBENCH_OUTPUT_DIR. "
+        "Run tlbench-report with no path to read both, after `source`-ing the site file (or export "
+        "TLBENCH_OUTPUT_DIR=...)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if bool(args.wandb) == bool(args.paths):
+        if args.wandb and args.paths:
             raise TlbenchError("give result paths, or --wandb ENTITY/PROJECT (not both)")
-        found = collect_wandb(args.wandb) if args.wandb else collect(args.paths)
+        if args.wandb:
+            found = collect_wandb(args.wandb)
+        else:
+            paths = args.paths or default_paths()
+            check_paths(paths)
+            found = collect(paths)
         for path, why in found.skipped:
             print(f"tlbench-report: skipped {path}: {why}", file=sys.stderr)
         if not found.results:
@@ -69,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in comparison.warnings:
         print(f"tlbench-report: warning: {warning}", file=sys.stderr)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else output_dir()[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     markdown = table.markdown()
     if comparison.markdown:
