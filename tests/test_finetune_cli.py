@@ -158,6 +158,21 @@ def test_bad_schedule_is_a_clear_error_before_training(tmp_path, overrides, need
 
 
 @pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["strategy.epochs=0"], ["strategy.epochs must be >= 1", "got 0"]),
+        (["strategy.epochs=1", "dataset.train_per_class=0"], ["dataset.train_per_class must be >= 1", "got 0"]),
+    ],
+    ids=["zero-epochs", "zero-shots"],
+)
+def test_zero_epochs_or_shots_is_a_clear_error(tmp_path, overrides, needles):
+    """Both used to exit 0: an untrained head's accuracy, or every training image with 0 recorded."""
+    proc, run_dir = _run(tmp_path, "run", *overrides, check=False)
+    _assert_clean_error(proc, run_dir, *needles)
+    assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         ["model=timm", "model.name=resnet18", "model.pretrained=false"],  # another model

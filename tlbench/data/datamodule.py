@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import logging
+import numbers
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,12 +12,15 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from tlbench.data.registry import DatasetSplits, build_dataset
 from tlbench.data.samples import ImageSamples, SubsetSamples
 from tlbench.data.splits import per_class_subset, stratified_split
+from tlbench.distributed.samplers import TrainingBatches
 from tlbench.errors import ConfigError, ImageDecodeError
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -67,6 +71,45 @@ class TransformedSplit(Dataset):
         return {"image": image, "label": label, "index": index, "ok": ok}
 
 
+def check_loader_settings(
+    batch_size: Any = 64,
+    num_workers: Any = 0,
+    val_fraction: Any = 0.0,
+    val_seed: Any = 0,
+    train_per_class: Any = None,
+    few_shot_seed: Any = 0,
+) -> None:
+    """The dataset group's loading settings, refused with a ConfigError naming the key before any
+    dataset is read. null means "off" where a setting can be off; 0 is never taken for "off" except
+    for val_fraction (0.0, the configs' default, holds out nothing)."""
+    _whole("dataset.batch_size", batch_size, 1, "images per batch (per rank)")
+    _whole("dataset.num_workers", num_workers, 0, "DataLoader worker processes per rank")
+    _whole("dataset.val_seed", val_seed, 0)
+    _whole("dataset.few_shot_seed", few_shot_seed, 0)
+    if train_per_class is not None:
+        _whole(
+            "dataset.train_per_class",
+            train_per_class,
+            1,
+            "training images per class; null uses every training image",
+        )
+    if val_fraction is not None and (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not (val_fraction == 0 or 0 < val_fraction < 1)
+    ):
+        raise ConfigError(
+            f"dataset.val_fraction must lie strictly between 0 and 1 (the share of train held out for "
+            f"validation), or be 0 or null for no holdout; got {val_fraction!r}"
+        )
+
+
+def _whole(key: str, value: Any, minimum: int, meaning: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        what = f" ({meaning})" if meaning else ""
+        raise ConfigError(f"{key} must be >= {minimum}, a whole number{what}; got {value!r}")
+
+
 PREFETCH_BATCHES = 4  # per worker: a slow image (a large JPEG, a network file system) does not stall the GPU
 
 
@@ -89,27 +132,37 @@ class TransferDataModule(pl.LightningDataModule):
         **params: Any,
     ) -> None:
         super().__init__()
-        if batch_size < 1 or num_workers < 0:
-            raise ConfigError(
-                f"dataset.batch_size must be >= 1 and dataset.num_workers >= 0, got {batch_size} and {num_workers}"
-            )
+        check_loader_settings(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            val_fraction=val_fraction,
+            val_seed=val_seed,
+            train_per_class=train_per_class,
+            few_shot_seed=few_shot_seed,
+        )
         self.dataset: DatasetSplits = build_dataset(name, **params)
         self.transform = transform
         self.train_transform = train_transform  # augmentation for fine-tuning; extraction uses `transform`
         self.input_size = input_size
         self.batch_size = batch_size
         self.num_workers = num_workers
-        if val_fraction and "val" not in self.dataset.splits:
+        if val_fraction and "val" in self.dataset.splits:
+            log.info(
+                "dataset.val_fraction=%s not used: %s has an official val split (%d images)",
+                val_fraction,
+                self.dataset.name,
+                len(self.dataset.splits["val"]),
+            )
+        elif val_fraction:
             train = self.dataset.splits["train"]
             kept, held = stratified_split(train.labels, val_fraction, val_seed, what="validation holdout")
             self.dataset.splits["train"] = SubsetSamples(train, kept)
             self.dataset.splits["val"] = SubsetSamples(train, held)
-        if train_per_class:
+        if train_per_class is not None:
             # Drawn after the validation holdout, so val stays the same across shot counts.
             train = self.dataset.splits["train"]
-            self.dataset.splits["train"] = SubsetSamples(
-                train, per_class_subset(train.labels, train_per_class, few_shot_seed)
-            )
+            chosen = per_class_subset(train.labels, train_per_class, few_shot_seed, classes=self.dataset.classes)
+            self.dataset.splits["train"] = SubsetSamples(train, chosen)
 
     @property
     def classes(self) -> list[str]:
@@ -122,27 +175,24 @@ class TransferDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {s: len(self.dataset.splits[s]) for s in self.split_names}
 
-    def loader(
-        self, split: str, training: bool = False, sampler: Sampler | None = None, world_size: int = 1
-    ) -> DataLoader:
+    def loader(self, split: str, training: bool = False, sampler: Sampler | None = None) -> DataLoader:
         """Deterministic, ordered batches with the eval transform; `training`: shuffled, augmented.
-        `sampler` (tlbench.distributed.samplers) replaces the order; `world_size` ranks share it."""
+        `sampler` (tlbench.distributed.samplers, which deal the images to the ranks) replaces the order."""
         transform = self.train_transform if training and self.train_transform is not None else self.transform
         dataset = TransformedSplit(self.dataset.splits[split], transform, self.input_size)
-        per_rank = math.ceil(len(dataset) / world_size)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=training and sampler is None,
-            sampler=sampler,
-            # a last batch of one image breaks BatchNorm in training; keep at least one batch per rank
-            drop_last=training and per_rank > self.batch_size,
-            num_workers=self.num_workers,
+        workers = {
+            "num_workers": self.num_workers,
             # workers live across the epochs of fine-tuning; an extraction loader is read once
-            persistent_workers=training and self.num_workers > 0,
-            prefetch_factor=PREFETCH_BATCHES if self.num_workers > 0 else None,
-            pin_memory=torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
-        )
+            "persistent_workers": training and self.num_workers > 0,
+            "prefetch_factor": PREFETCH_BATCHES if self.num_workers > 0 else None,
+            "pin_memory": torch.cuda.is_available(),  # page-locked batches copy to the GPU asynchronously
+        }
+        if training:
+            # Every training image once per epoch: no drop_last; a last batch of one image (BatchNorm
+            # cannot train on it) borrows one from the batch before.
+            order = sampler if sampler is not None else RandomSampler(dataset)
+            return DataLoader(dataset, batch_sampler=TrainingBatches(order, self.batch_size), **workers)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler, **workers)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", training=True)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import numbers
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from tlbench.errors import DatasetError
+from tlbench.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
 
 
 def stratified_split(
@@ -31,15 +37,51 @@ def stratified_split(
     return np.sort(kept), np.sort(held)
 
 
-def per_class_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+def per_class_subset(labels: np.ndarray, per_class: int, seed: int, classes: Sequence[str] | None = None) -> np.ndarray:
     """Sorted indices of `per_class` images of every class (all of a smaller class), drawn with `seed`:
-    the few-shot training sets of "does it work with little data"."""
-    if per_class < 1:
-        raise DatasetError(f"dataset.train_per_class must be >= 1, got {per_class}")
+    the few-shot training sets of "does it work with little data". A class with fewer images than
+    `per_class` keeps all of them, with a warning naming it (by `classes[label]` when given)."""
+    if isinstance(per_class, bool) or not isinstance(per_class, numbers.Integral) or per_class < 1:
+        raise ConfigError(
+            f"dataset.train_per_class must be >= 1, a whole number (training images per class; null uses "
+            f"every training image); got {per_class!r}"
+        )
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
-    chosen = [
-        rng.choice(members, size=min(per_class, len(members)), replace=False)
-        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
-    ]
-    return np.sort(np.concatenate(chosen))
+    present = np.unique(labels)
+    members = [np.flatnonzero(labels == c) for c in present]
+    short = [(int(c), len(m)) for c, m in zip(present, members) if len(m) < per_class]
+    if short:
+        _warn_short_classes(per_class, short, len(present), len(labels), classes)
+    chosen = [rng.choice(m, size=min(per_class, len(m)), replace=False) for m in members]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+SHOWN_CLASSES = 10  # classes named in the warning; the rest are counted
+
+
+def _warn_short_classes(
+    per_class: int, short: list[tuple[int, int]], num_classes: int, num_images: int, classes: Sequence[str] | None
+) -> None:
+    shown = ", ".join(f"{classes[c] if classes is not None else c} ({n})" for c, n in short[:SHOWN_CLASSES])
+    more = f" and {len(short) - SHOWN_CLASSES} more" if len(short) > SHOWN_CLASSES else ""
+    if len(short) == num_classes:
+        log.warning(
+            "dataset.train_per_class=%d is more than every class has: no class is subsampled and all %d "
+            "training images are used. Images per class: %s%s",
+            per_class,
+            num_images,
+            shown,
+            more,
+        )
+    else:
+        log.warning(
+            "dataset.train_per_class=%d is more than %d of %d classes have; they get all their training "
+            "images (fewer than %d): %s%s",
+            per_class,
+            len(short),
+            num_classes,
+            per_class,
+            shown,
+            more,
+        )

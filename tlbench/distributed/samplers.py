@@ -12,7 +12,7 @@ The rank and world size are read when iterating, after Lightning has set up the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -53,7 +53,11 @@ class ShardSampler(Sampler[int]):
 
 class EpochShuffleSampler(Sampler[tuple[int, int]]):
     """A permutation seeded by (seed, epoch), padded to a multiple of the world size (DDP ranks must
-    run the same number of steps), dealt round-robin; yields (index, augmentation seed) pairs."""
+    run the same number of steps), dealt round-robin; yields (index, augmentation seed) pairs.
+
+    Every index comes once per epoch; the padding repeats the first `ceil(size / W) * W - size`
+    (at most W - 1) indices of the permutation, so on W ranks up to W - 1 images are seen twice.
+    Batched by TrainingBatches, nothing is dropped."""
 
     def __init__(self, size: int, seed: int, epoch: Callable[[], int]) -> None:
         self.size = size
@@ -72,3 +76,42 @@ class EpochShuffleSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         _, world = rank_and_world()
         return math.ceil(self.size / world)
+
+
+class TrainingBatches(Sampler[list]):
+    """Batches of `batch_size` over `sampler` that keep every sample: the last batch is smaller
+    (no drop_last), except that a last batch of a single sample, which BatchNorm cannot train on
+    ("Expected more than 1 value per channel when training"), takes one sample from the batch before
+    it (batch_size - 1 and 2; with batch_size 2, one batch of 3). Every rank gets the same number of
+    samples from EpochShuffleSampler, hence the same batches and the same number of steps."""
+
+    def __init__(self, sampler: Sampler | Iterable, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list]:
+        previous: list | None = None
+        batch: list = []
+        for item in self.sampler:
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                if previous is not None:
+                    yield previous
+                previous, batch = batch, []
+        if len(batch) == 1 and previous is not None and self.batch_size > 1:
+            if len(previous) > 2:
+                previous, batch = previous[:-1], [previous[-1], *batch]
+            else:
+                previous, batch = previous + batch, []
+        if previous is not None:
+            yield previous
+        if batch:
+            yield batch
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.sampler), self.batch_size)  # type: ignore[arg-type]
+        if rest == 1 and full and self.batch_size == 2:
+            return full  # the single sample joins the last pair
+        return full + (1 if rest else 0)
