@@ -76,3 +76,22 @@ def test_sweep_summary_survives_a_damaged_results_file(tmp_path: Path) -> None:
     (tmp_path / "0" / "results.json").write_text('{"truncated": ')
     (row,) = job_outcomes(tmp_path)
     assert row["status"] == "unreadable result" and "results.json" in row["error"]
+
+
+@pytest.mark.parametrize(("writer", "stops"), [("4242", True), ("17", False)])
+def test_requeued_overwrite_job_does_not_redo_its_own_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer: str, stops: bool
+) -> None:
+    """overwrite=true replaces an older run's result, but a requeue of the job that wrote it (killed
+    after the end) stops quietly instead of running again."""
+    from tlbench.errors import RunFinished
+    from tlbench.finished_run import check_not_finished
+
+    (tmp_path / "results.json").write_text(json.dumps({**RESULT, "provenance": {"slurm": {"job_id": writer}}}))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    if stops:
+        with pytest.raises(RunFinished):
+            check_not_finished(tmp_path, overwrite=True)
+    else:
+        check_not_finished(tmp_path, overwrite=True)

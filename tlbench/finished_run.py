@@ -11,6 +11,7 @@ per job, puts back what Hydra rewrote in a finished job directory whose result w
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,14 +28,27 @@ def check_not_finished(run_dir: Path, overwrite: bool) -> None:
     """A finished result is never replaced silently. A requeued SLURM job that had already written it
     (killed after the end) stops quietly; anything else is refused unless overwrite=true."""
     done = Path(run_dir) / RESULTS_FILE
-    if overwrite or not done.is_file():
+    if not done.is_file():
         return
-    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0:
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    if requeued and (not overwrite or _written_by_this_job(done)):
+        # with overwrite=true only this job's own result counts as done: an older run's is replaced
         raise RunFinished(f"{run_dir} already holds the result of this job ({RESULTS_FILE}); nothing to do")
+    if overwrite:
+        return
     raise ConfigError(
         f"{done} already exists: this run directory holds a finished result. Choose another directory "
         "(hydra.run.dir=...), or pass overwrite=true to run again and replace it"
     )
+
+
+def _written_by_this_job(results: Path) -> bool:
+    """results.json records the SLURM job that wrote it (provenance.slurm.job_id)."""
+    try:
+        written = json.loads(results.read_text())["provenance"]["slurm"]["job_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return str(written) == os.environ.get("SLURM_JOB_ID")
 
 
 class _Snapshot:

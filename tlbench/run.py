@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import LightningEnvironment
 
 from tlbench.data import TransferDataModule
+from tlbench.data.datamodule import check_loader_settings
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples
 from tlbench.data.transforms import eval_transform, train_augmentation
@@ -37,7 +38,7 @@ from tlbench.embedding.prepared import prepare_inputs
 from tlbench.embedding.progress import ExtractionProgressBar
 from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, row_chunks
 from tlbench.errors import ConfigError, DatasetError, ImageDecodeError
-from tlbench.finetune.pipeline import run_finetune
+from tlbench.finetune.pipeline import check_finetune_config, run_finetune
 from tlbench.finished_run import check_not_finished
 from tlbench.metrics import classification_metrics
 from tlbench.models import Backbone, Tap, create_backbone, resolve_taps
@@ -73,6 +74,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         raise ConfigError(f"cannot resolve {exc.full_key}: {cause}; set it, or override {exc.full_key}=...") from None
     check_allocation(cfg.trainer.devices, cfg.trainer.num_nodes)
     check_not_finished(run_dir, overwrite=bool(cfg.get("overwrite", False)))
+    # values that cannot work, refused before the backbone is built (both checks run again later)
+    check_loader_settings(**{k: cfg.dataset[k] for k in LOADER_KEYS if k in cfg.dataset})
+    if strategy == "finetune":
+        check_finetune_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     backbone = backbone_from_config(cfg)
