@@ -384,3 +384,43 @@ def test_batch_size_one_with_trainable_batchnorm_is_refused(tmp_path, image_fold
     # head only: no BatchNorm trains, batches of one are fine
     cfg = finetune_cfg(tmp_path, image_folder, "dataset.batch_size=1", "strategy.schedule.preset=head_only")
     assert run(cfg, tmp_path / "head_only").split_sizes["train"] == 18
+
+
+# --- undecodable images in fine-tuning: listed like extraction's, never a NaN step ---
+
+
+def test_finetune_lists_the_undecodable_images_it_skipped(tmp_path, image_folder):
+    """Fine-tuning skipped undecodable images (ok=False) but recorded skipped_files={}."""
+    bad_train = image_folder / "train" / "red" / "0.png"
+    bad_test = image_folder / "test" / "blue" / "1.png"
+    for path in (bad_train, bad_test):
+        path.write_bytes(b"no image here" * 8)
+    result = run(finetune_cfg(tmp_path, image_folder), tmp_path / "run")
+    assert result.skipped_files == {"train": [str(bad_train)], "test": [str(bad_test)]}
+    assert result.classifier["evaluated_images"]["test"] == result.split_sizes["test"] - 1
+
+
+@pytest.mark.parametrize(
+    ("ok", "batchnorm"),
+    [([False, False, False], False), ([False, True, False], True)],
+    ids=["none decodable", "one decodable with BatchNorm"],
+)
+def test_a_batch_without_enough_decodable_images_is_a_zero_step(ok, batchnorm):
+    module = FineTuneModule.__new__(FineTuneModule)
+    torch.nn.Module.__init__(module)
+    layers = [torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4)] if batchnorm else [torch.nn.Linear(4, 4)]
+    module.backbone = torch.nn.Sequential(*layers, torch.nn.Linear(4, 2)).train()
+    module.loss = torch.nn.CrossEntropyLoss()
+    module.unreadable = {}
+    module.log = lambda *args, **kwargs: None
+    batch = {
+        "image": torch.randn(3, 4),
+        "label": torch.tensor([0, 1, 0]),
+        "index": torch.tensor([5, 6, 7]),
+        "ok": torch.tensor(ok),
+    }
+    loss = module.training_step(batch, 0)
+    assert float(loss) == 0.0 and loss.requires_grad
+    loss.backward()
+    assert all(p.grad is not None and torch.all(p.grad == 0) for p in module.backbone.parameters())
+    assert module.unreadable == {"train": {i for i, good in zip((5, 6, 7), ok) if not good}}

@@ -68,19 +68,50 @@ class FineTuneModule(pl.LightningModule):
         )
         # Images evaluated, summed over ranks: shows each sample counted exactly once under DDP.
         self.counts = nn.ModuleDict({stage: SumMetric() for stage in ("val", "test")})
+        # Undecodable images met, per split, by dataset index; the pipeline tests the val and the test
+        # split in turn and says which through test_split.
+        self.unreadable: dict[str, set[int]] = {}
+        self.test_split = "test"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        ok = batch["ok"]
-        logits = self(batch["image"][ok])
-        loss = self.loss(logits, batch["label"][ok])
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(ok.sum()))
+        ok = self._readable(batch, "train")
+        readable = int(ok.sum())
+        # every image undecodable (the loss would be NaN), or one left where a training BatchNorm
+        # cannot take a batch of one: a zero step that keeps every rank's graph alike under DDP
+        if readable == 0 or (readable == 1 and self._batchnorm_training()):
+            loss = sum((p * 0.0).sum() for p in self.parameters() if p.requires_grad)
+        else:
+            loss = self.loss(self(batch["image"][ok]), batch["label"][ok])
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=max(1, int(ok.sum())))
         return loss
 
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def _batchnorm_training(self) -> bool:
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.backbone.modules())
+
+    def _readable(self, batch: dict, split: str) -> torch.Tensor:
+        """The batch's mask of decoded images; the dataset indices of the others are noted per split."""
         ok = batch["ok"]
+        if not bool(ok.all()):
+            self.unreadable.setdefault(split, set()).update(int(i) for i in batch["index"][~ok].tolist())
+        return ok
+
+    def unreadable_on_all_ranks(self) -> dict[str, list[int]]:
+        """Per split, the sorted dataset indices of undecodable images any rank met (every rank calls it)."""
+        parts = [self.unreadable]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            parts = [{} for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather_object(parts, self.unreadable)
+        merged: dict[str, set[int]] = {}
+        for part in parts:
+            for split, indices in part.items():
+                merged.setdefault(split, set()).update(indices)
+        return {split: sorted(indices) for split, indices in merged.items()}
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        ok = self._readable(batch, self.test_split if stage == "test" else stage)
         predictions = self(batch["image"][ok]).argmax(dim=1)
         for kind in ("top1", "mean_per_class"):
             metric = self.metrics[f"{stage}_{kind}"]

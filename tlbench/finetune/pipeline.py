@@ -132,10 +132,17 @@ def run_finetune(
     tested = "best" if has_val and checkpoint.best_model_path else "last"
     metrics, evaluated = {}, {}
     for split in [s for s in ("val", "test") if s in datamodule.split_names]:
+        module.test_split = split
         out = trainer.test(module, dataloaders=loader(split), ckpt_path=tested if tested == "best" else None)
         metrics[split] = {k: float(out[0][f"test/{k}"]) for k in ("top1", "mean_per_class")}
         evaluated[split] = int(out[0]["test/images"])
     test_s = time.perf_counter() - t0
+    skipped = {
+        split: [datamodule.dataset.splits[split].describe(i) for i in indices]
+        for split, indices in module.unreadable_on_all_ranks().items()
+    }
+    for split, files in skipped.items():
+        log.warning("%d unreadable images skipped in %s: %s", len(files), split, ", ".join(files[:5]))
 
     result = Result(
         dataset=datamodule.dataset.name,
@@ -154,7 +161,7 @@ def run_finetune(
             "total": round(time.perf_counter() - started, 3),  # this attempt
         },
         cache={},
-        skipped_files={},
+        skipped_files=skipped,
         seed=int(cfg.seed),
         backbone=backbone.describe(),
         taps=[],
