@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from test_run_wiring import compose_cfg
 
 from tlbench.cli import config_dir
 from tlbench.data.datamodule import TransferDataModule
@@ -56,22 +57,7 @@ def quiet_environment(monkeypatch: pytest.MonkeyPatch):
 
 
 def finetune_cfg(tmp_path: Path, root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "dataset=imagefolder",
-                f"dataset.root={root}",
-                "dataset.num_workers=0",
-                "dataset.batch_size=8",
-                "trainer.default_root_dir=null",
-                "trainer.enable_progress_bar=false",
-                "logger=none",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-                *TINY,
-                *overrides,
-            ],
-        )
+    return compose_cfg(tmp_path, root, *TINY, *overrides)  # TINY's input size replaces SMALL's
 
 
 def digits(**loader) -> TransferDataModule:
