@@ -455,17 +455,25 @@ def _missing_values(node: Any, prefix: str = "") -> list[str]:
 
 
 def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str], listed: dict[str, np.ndarray]) -> None:
-    """Every class keeps a readable training image, and no class loses all its images of a split to
-    skipping. Such a class would otherwise vanish: fewer classes, and a mean per-class accuracy over
-    the rest, with only the skipped-files warning to tell. `listed`: each split's labels as listed."""
+    """No class loses all its images of a split to skipping, and every evaluated class was trained
+    on. A class whose images were all skipped would otherwise vanish: fewer classes, and a mean
+    per-class accuracy over the rest, with only the skipped-files warning to tell. `listed`: each
+    split's labels as listed (a class a split does not list at all is not lost)."""
     for split, fs in features.items():
-        expected = set(range(len(classes))) if split == "train" else set(np.unique(listed[split]).tolist())
-        lost = sorted(expected - set(np.unique(fs.labels).tolist()))
+        lost = sorted(set(np.unique(listed[split]).tolist()) - set(np.unique(fs.labels).tolist()))
         if lost:
             names = [classes[i] for i in lost]
             raise DatasetError(
                 f"{len(lost)} of {len(classes)} classes have no readable image in the {split} split (every listed "
-                f"image of theirs was skipped as undecodable, see the skipped files above, or none is listed): "
-                f"{names[:10]}" + (f" and {len(names) - 10} more" if len(names) > 10 else "") + ". Replace the "
-                "unreadable files (`tlbench-data verify` lists them) or remove those classes from the dataset."
+                f"image of theirs was skipped as undecodable, see the skipped files above): {names[:10]}"
+                + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+                + ". Replace the unreadable files (`tlbench-data verify` lists them) or remove those classes."
+            )
+    seen = set(np.unique(features["train"].labels).tolist())
+    for split, fs in features.items():
+        unseen = sorted(set(np.unique(fs.labels).tolist()) - seen)
+        if unseen:
+            raise DatasetError(
+                f"the {split} split has classes with no training image: {[classes[i] for i in unseen]}. "
+                "Add training images for them or remove them from the evaluation split."
             )
