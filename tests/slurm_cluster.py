@@ -128,8 +128,9 @@ def _processes() -> dict[int, tuple[str, int]]:
 
 
 def pids(*names: str) -> list[int]:
-    """Processes with one of these command names (like pgrep -x)."""
-    return sorted(pid for pid, (name, _) in _processes().items() if name in names)
+    """Running processes with one of these command names (like pgrep -x, zombies left out: a munged
+    killed by stop() but not yet reaped must not pass for a running one at the next start())."""
+    return sorted(pid for pid, (name, _) in _processes().items() if name in names and _alive(pid))
 
 
 def _with_descendants(roots: list[int]) -> list[int]:
