@@ -82,12 +82,12 @@ def check_loader_settings(
     """The dataset group's loading settings, refused with a ConfigError naming the key before any
     dataset is read. null means "off" where a setting can be off; 0 is never taken for "off" except
     for val_fraction (0.0, the configs' default, holds out nothing)."""
-    _whole("dataset.batch_size", batch_size, 1, "images per batch (per rank)")
-    _whole("dataset.num_workers", num_workers, 0, "DataLoader worker processes per rank")
-    _whole("dataset.val_seed", val_seed, 0)
-    _whole("dataset.few_shot_seed", few_shot_seed, 0)
+    check_whole("dataset.batch_size", batch_size, 1, "images per batch (per rank)")
+    check_whole("dataset.num_workers", num_workers, 0, "DataLoader worker processes per rank")
+    check_whole("dataset.val_seed", val_seed, 0)
+    check_whole("dataset.few_shot_seed", few_shot_seed, 0)
     if train_per_class is not None:
-        _whole(
+        check_whole(
             "dataset.train_per_class",
             train_per_class,
             1,
@@ -104,7 +104,8 @@ def check_loader_settings(
         )
 
 
-def _whole(key: str, value: Any, minimum: int, meaning: str = "") -> None:
+def check_whole(key: str, value: Any, minimum: int, meaning: str = "") -> None:
+    """A whole-number config value >= minimum, or a ConfigError naming the key (fine-tuning uses it too)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         what = f" ({meaning})" if meaning else ""
         raise ConfigError(f"{key} must be >= {minimum}, a whole number{what}; got {value!r}")

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tlbench.data.datamodule import TransferDataModule
+from tlbench.data.datamodule import TransferDataModule, check_whole
 from tlbench.distributed.samplers import EpochShuffleSampler, ShardSampler, TrainingBatches
 from tlbench.errors import ConfigError, WeightsError
 from tlbench.finetune.callback import ProgressiveUnfreezing
@@ -306,13 +306,13 @@ def check_finetune_config(cfg: DictConfig) -> None:
     _choice("strategy.head.kind", head.get("kind", "linear"), HEADS)
     _number("strategy.head.dropout", head.get("dropout", 0.0), low=0.0, high=1.0, high_open=True)
     if head.get("kind") == "mlp":
-        _whole("strategy.head.hidden", head.get("hidden", 512), 1)
+        check_whole("strategy.head.hidden", head.get("hidden", 512), 1)
     schedule = strategy.get("schedule") or {}
-    _whole("strategy.schedule.every", schedule.get("every", 1), 1)
-    _whole("strategy.schedule.frozen_forever", schedule.get("frozen_forever", 0), 0)
-    _whole("strategy.schedule.lp_epochs", schedule.get("lp_epochs", 0), 0)
+    check_whole("strategy.schedule.every", schedule.get("every", 1), 1)
+    check_whole("strategy.schedule.frozen_forever", schedule.get("frozen_forever", 0), 0)
+    check_whole("strategy.schedule.lp_epochs", schedule.get("lp_epochs", 0), 0)
     for milestone in schedule.get("milestones") or []:
-        _whole("strategy.schedule.milestones", milestone, 1)
+        check_whole("strategy.schedule.milestones", milestone, 1)
     optimizer = strategy.get("optimizer") or {}
     _choice("strategy.optimizer.name", optimizer.get("name", "sgd"), OPTIMIZERS)
     _number("strategy.optimizer.lr", optimizer.get("lr"), low=0.0)
@@ -320,10 +320,10 @@ def check_finetune_config(cfg: DictConfig) -> None:
     _number("strategy.optimizer.weight_decay", optimizer.get("weight_decay", 0.0), low=0.0)
     lr_schedule = strategy.get("lr_schedule") or {}
     _choice("strategy.lr_schedule.name", lr_schedule.get("name", "cosine"), LR_SCHEDULES)
-    _whole("strategy.lr_schedule.warmup_steps", lr_schedule.get("warmup_steps", 0), 0)
+    check_whole("strategy.lr_schedule.warmup_steps", lr_schedule.get("warmup_steps", 0), 0)
     if lr_schedule.get("name") == "step":
         _number("strategy.lr_schedule.gamma", lr_schedule.get("gamma", 0.1), low=0.0, low_open=True)
-        _whole("strategy.lr_schedule.step_epochs", lr_schedule.get("step_epochs", 10), 1)
+        check_whole("strategy.lr_schedule.step_epochs", lr_schedule.get("step_epochs", 10), 1)
     _number("strategy.lr_decay", strategy.get("lr_decay", 0.5), low=0.0)
     _number("strategy.label_smoothing", strategy.get("label_smoothing", 0.0), low=0.0, high=1.0, high_open=True)
 
@@ -393,11 +393,6 @@ def check_batchnorm_batches(
             f"{world} rank(s). Use dataset.batch_size >= 2 and at least two training images per rank, or keep "
             "those groups frozen (strategy.schedule.frozen_forever, strategy.schedule.preset=head_only)"
         )
-
-
-def _whole(key: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, a whole number; got {value!r}")
 
 
 def _number(
