@@ -35,6 +35,7 @@ import torch
 
 from tlbench.distributed.environment import process_rank, slurm_job_key
 from tlbench.errors import ConfigError
+from tlbench.tracking.loggers import flatten
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +130,6 @@ def completed_epochs(checkpoint: dict) -> int:
     with contextlib.suppress(KeyError, TypeError):
         return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
     return int(checkpoint.get("epoch", -1)) + 1
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(flatten(value, f"{prefix}{key}."))
-    return flat
 
 
 def setting_differences(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
