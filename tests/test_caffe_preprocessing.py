@@ -17,10 +17,11 @@ from PIL import Image
 
 from tlbench.cli import config_dir
 from tlbench.data import TransferDataModule
-from tlbench.data.transforms import KERAS_CAFFE_MEAN, RGBToBGR, eval_transform, train_augmentation
+from tlbench.data.transforms import RGBToBGR, eval_transform, train_augmentation
 from tlbench.embedding.hooks import TapRecorder
 from tlbench.errors import ConfigError
 from tlbench.models import create_backbone, resolve_taps
+from tlbench.models.data_config import KERAS_CAFFE_MEAN
 
 SIZE = [3, 64, 64]  # VGG16's adaptive avgpool keeps fc6 / fc7 working at 64 x 64
 # Per-channel mean (BGR) of CSAILVision/places365 places365CNN_mean.binaryproto

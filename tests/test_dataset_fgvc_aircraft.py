@@ -3,19 +3,15 @@ FGVCAircraft on the same fixture."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.fixtures import fgvc_aircraft as fixture
 from tlbench.data import build_dataset, dataset_info
-from tlbench.data.fgvc_aircraft import fgvc_aircraft
 from tlbench.errors import ConfigError, DatasetError
 
-REPO = Path(__file__).resolve().parents[1]
 LEVEL_CLASSES = {
     "variant": list(fixture.VARIANTS),
     "family": ["Boeing 707", "A300", "Cessna 172", "DHC-1", "F/A-18"],
@@ -119,7 +115,6 @@ def test_missing_root_names_files_and_download_command(tmp_path: Path) -> None:
         build_dataset("fgvc_aircraft", root=str(tmp_path))
     message = str(err.value)
     assert "FGVC-Aircraft 2013b (fgvc_aircraft)" in message and "data/images" in message
-    assert f"tlbench-data download fgvc_aircraft --root {tmp_path}" in message
 
 
 def test_partial_root_names_the_missing_files(tmp_path: Path) -> None:
@@ -172,13 +167,7 @@ def test_full_size_index_has_the_published_split_sizes(tmp_path: Path) -> None:
     assert len(data.classes) == info.num_classes == 100
 
 
-def test_info_and_hydra_config() -> None:
+def test_info() -> None:
     info = dataset_info("fgvc_aircraft")
     assert info.torchvision == "FGVCAircraft" and info.resources[0].url.endswith("fgvc-aircraft-2013b.tar.gz")
     assert info.resources[0].md5 == "d4acdd33327262359767eeaa97a4f732"
-    conf = yaml.safe_load((REPO / "conf/dataset/fgvc_aircraft.yaml").read_text())
-    params = inspect.signature(fgvc_aircraft).parameters
-    assert conf["name"] == "fgvc_aircraft" and conf["root"] == "???"
-    for key in ("annotation_level", "trainval", "crop_banner"):
-        assert conf[key] == params[key].default
-    assert {"val_fraction", "val_seed", "train_per_class", "few_shot_seed", "batch_size", "num_workers"} <= set(conf)

@@ -258,7 +258,7 @@ def test_an_unlistable_subfolder_is_an_error_not_a_silent_loss() -> None:
     import shutil
     import tempfile
 
-    from tlbench.data.registry import build_dataset
+    from tlbench.data.build import build_dataset
     from tlbench.errors import DatasetError
 
     base = Path(tempfile.mkdtemp(prefix="tlbench-unlistable-"))  # under /tmp: traversable by nobody

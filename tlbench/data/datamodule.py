@@ -14,10 +14,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
-from tlbench.data.registry import DatasetSplits, build_dataset
+from tlbench.data.build import build_dataset
+from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples, SubsetSamples
-from tlbench.data.splits import per_class_subset, stratified_split
-from tlbench.distributed.samplers import TrainingBatches
+from tlbench.data.subsets import per_class_subset, stratified_split
+from tlbench.distributed.samplers import EpochShuffleSampler, ShardSampler, TrainingBatches
 from tlbench.errors import ConfigError, ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,11 @@ PREFETCH_BATCHES = 4  # per worker: a slow image (a large JPEG, a network file s
 
 
 class TransferDataModule(pl.LightningDataModule):
-    """Builds the splits at construction (cheap: images load lazily) so their sizes and
-    fingerprints are known before any forward pass."""
+    """One dataset's splits and their loaders. `setup()` builds the splits (cheap: images load
+    lazily); it runs on first use of `dataset`, since run.py needs the splits' sizes and fingerprints
+    before any Trainer exists, and Lightning's own call (trainer.fit(..., datamodule=...)) then finds
+    them built. `shuffle_seed`: fine-tuning's training order, drawn per (seed, epoch) and dealt to the
+    ranks (EpochShuffleSampler), so a resumed run sees the images in the order a straight one would."""
 
     def __init__(
         self,
@@ -130,6 +134,7 @@ class TransferDataModule(pl.LightningDataModule):
         train_per_class: int | None = None,
         few_shot_seed: int = 0,
         train_transform: Callable | None = None,
+        shuffle_seed: int | None = None,
         **params: Any,
     ) -> None:
         super().__init__()
@@ -141,29 +146,50 @@ class TransferDataModule(pl.LightningDataModule):
             train_per_class=train_per_class,
             few_shot_seed=few_shot_seed,
         )
-        self.dataset: DatasetSplits = build_dataset(name, **params)
+        self.name = name
+        self.params = params
         self.transform = transform
         self.train_transform = train_transform  # augmentation for fine-tuning; extraction uses `transform`
         self.input_size = input_size
         self.batch_size = batch_size
         self.num_workers = num_workers
-        if val_fraction and "val" in self.dataset.splits:
+        self.val_fraction = val_fraction
+        self.val_seed = val_seed
+        self.train_per_class = train_per_class
+        self.few_shot_seed = few_shot_seed
+        self.shuffle_seed = shuffle_seed
+        self._dataset: DatasetSplits | None = None
+
+    @property
+    def dataset(self) -> DatasetSplits:
+        if self._dataset is None:
+            self.setup()
+        assert self._dataset is not None
+        return self._dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the splits once: the dataset's own, then the validation holdout, then the few-shot subset."""
+        if self._dataset is not None:
+            return
+        dataset = build_dataset(self.name, **self.params)
+        if self.val_fraction and "val" in dataset.splits:
             log.info(
                 "dataset.val_fraction=%s not used: %s has an official val split (%d images)",
-                val_fraction,
-                self.dataset.name,
-                len(self.dataset.splits["val"]),
+                self.val_fraction,
+                dataset.name,
+                len(dataset.splits["val"]),
             )
-        elif val_fraction:
-            train = self.dataset.splits["train"]
-            kept, held = stratified_split(train.labels, val_fraction, val_seed, what="validation holdout")
-            self.dataset.splits["train"] = SubsetSamples(train, kept)
-            self.dataset.splits["val"] = SubsetSamples(train, held)
-        if train_per_class is not None:
+        elif self.val_fraction:
+            train = dataset.splits["train"]
+            kept, held = stratified_split(train.labels, self.val_fraction, self.val_seed, what="validation holdout")
+            dataset.splits["train"] = SubsetSamples(train, kept)
+            dataset.splits["val"] = SubsetSamples(train, held)
+        if self.train_per_class is not None:
             # Drawn after the validation holdout, so val stays the same across shot counts.
-            train = self.dataset.splits["train"]
-            chosen = per_class_subset(train.labels, train_per_class, few_shot_seed, classes=self.dataset.classes)
-            self.dataset.splits["train"] = SubsetSamples(train, chosen)
+            train = dataset.splits["train"]
+            chosen = per_class_subset(train.labels, self.train_per_class, self.few_shot_seed, classes=dataset.classes)
+            dataset.splits["train"] = SubsetSamples(train, chosen)
+        self._dataset = dataset
 
     @property
     def classes(self) -> list[str]:
@@ -195,14 +221,27 @@ class TransferDataModule(pl.LightningDataModule):
             return DataLoader(dataset, batch_sampler=TrainingBatches(order, self.batch_size), **workers)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler, **workers)
 
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", training=True)
+    def evaluation_loader(self, split: str) -> DataLoader:
+        """`split` in order, each rank its own unpadded share (every image evaluated exactly once)."""
+        return self.loader(split, sampler=ShardSampler(len(self.dataset.splits[split])))
 
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
+    def train_dataloader(self) -> DataLoader:
+        if self.shuffle_seed is None:
+            return self.loader("train", training=True)
+        trainer = self.trainer
+        order = EpochShuffleSampler(
+            len(self.dataset.splits["train"]),
+            self.shuffle_seed,
+            epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+        )
+        return self.loader("train", training=True, sampler=order)
+
+    def val_dataloader(self) -> DataLoader | list:
+        # no val split: no validation loop (Lightning runs none over an empty list)
+        return self.evaluation_loader("val") if "val" in self.dataset.splits else []
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.evaluation_loader("test")
 
     def predict_dataloader(self) -> list[DataLoader]:
         return [self.loader(split) for split in self.split_names]

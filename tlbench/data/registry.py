@@ -1,8 +1,8 @@
-"""The dataset registry: a name maps to a builder that returns the dataset's splits."""
+"""The dataset registry: a name maps to a builder that returns the dataset's splits, and to what is known
+about the dataset before touching its files. Building one by name is `tlbench.data.build.build_dataset`."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -94,28 +94,14 @@ def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def dataset_builder(name: str) -> Builder:
+    """The builder registered as `name`; an unknown name is a ConfigError listing the options."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    return _REGISTRY[name]
+
+
 def dataset_info(name: str) -> DatasetInfo | None:
     """The registered metadata of `name` (None for datasets registered without any)."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    dataset_builder(name)  # an unknown name is an error, not None
     return _INFO.get(name)
-
-
-def build_dataset(name: str, **params) -> DatasetSplits:
-    """Build a registered dataset; an unknown name or parameter is a ConfigError listing the options."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
-    builder = _REGISTRY[name]
-    accepted = inspect.signature(builder).parameters
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ConfigError(f"dataset {name!r} does not take {unknown}; its parameters are {sorted(accepted)}")
-    splits = builder(**params)
-    from tlbench.data.layout import require_listed_files  # layout imports this module
-
-    require_listed_files(splits, params.get("root"))
-    splits.params = dict(params)
-    info = _INFO.get(name)
-    if info is not None:
-        splits.metric = info.metric
-    return splits

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from tlbench.data.build import build_dataset
 from tlbench.data.download import file_checksum
-from tlbench.data.registry import build_dataset, complete_listing, dataset_info
+from tlbench.data.registry import complete_listing, dataset_info
 from tlbench.errors import ImageDecodeError, TlbenchError
 
 

@@ -7,7 +7,7 @@ from sklearn.datasets import load_digits
 
 from tlbench.data.registry import DatasetInfo, DatasetSplits, register_dataset
 from tlbench.data.samples import ArraySamples
-from tlbench.data.splits import stratified_split
+from tlbench.data.subsets import stratified_split
 
 INFO = DatasetInfo(
     title="scikit-learn digits",

@@ -8,8 +8,6 @@ image, splits in a fixed order and images in listing order. It lives next to the
 that includes a digest of the image listing, so two copies of a dataset share it and different listings
 never collide. An existing file is always reused; one that names images the dataset lacks is an error
 (delete it to regenerate).
-
-This module registers no dataset (infrastructure).
 """
 
 from __future__ import annotations

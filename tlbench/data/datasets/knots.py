@@ -28,7 +28,7 @@ from tlbench.data.images import is_image_file
 from tlbench.data.layout import check_int, missing_data_error, require_paths, resolve_root
 from tlbench.data.registry import DatasetInfo, DatasetSplits, register_dataset
 from tlbench.data.samples import FileSamples
-from tlbench.data.split_files import load_or_create_split
+from tlbench.data.stored_splits import load_or_create_split
 from tlbench.errors import DatasetError
 
 NAME = "knots"
@@ -147,7 +147,8 @@ def knots(
         header = [
             f"tlbench split file: {NAME} stratified {num_folds}-fold split of {len(classes)} classes, "
             f"fold_seed={fold_seed}; split_id=i tests on fold i",
-            "dealt by tlbench.data.knots.assign_folds with numpy.random.default_rng; do not edit (delete to redraw)",
+            "dealt by tlbench.data.datasets.knots.assign_folds with numpy.random.default_rng; "
+            "do not edit (delete to redraw)",
         ]
 
         def generate() -> dict[str, np.ndarray]:

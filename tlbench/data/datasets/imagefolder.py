@@ -10,7 +10,7 @@ import numpy as np
 from tlbench.data.images import is_image_file
 from tlbench.data.registry import DatasetInfo, DatasetSplits, register_dataset
 from tlbench.data.samples import FileSamples
-from tlbench.data.splits import stratified_split
+from tlbench.data.subsets import stratified_split
 from tlbench.errors import DatasetError
 
 LAYOUT = """expected either

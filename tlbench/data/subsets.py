@@ -1,4 +1,6 @@
-"""Seeded stratified splitting, shared by every dataset without an official split."""
+"""Seeded, stratified subsets of a labelled listing, drawn afresh on each call: a held-out part (the test
+split of a dataset without an official one, a validation holdout) and the few-shot per-class training
+subset. Splits that must stay identical across library versions are stored instead (`stored_splits`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Protocol (the classic one, as in HPAI-BSC's FNE/tl-tradeoff work): per class, `t
 (30) images drawn at random for training and up to `test_per_class` (50) of the rest for testing; the
 draw is seeded by `split_id` (0..4 conventionally) and written to a split file
 (`ROOT/tlbench_splits/caltech101_split<id>.txt`, or the cache folder when ROOT is read-only; see
-tlbench/data/split_files.py), which is reused from then on, so every process and machine sees the same
+tlbench/data/stored_splits.py), which is reused from then on, so every process and machine sees the same
 split. Metric: mean per-class accuracy.
 
 Classes: the sorted folder names of 101_ObjectCategories without BACKGROUND_Google, exactly as
@@ -24,7 +24,7 @@ from tlbench.data.images import is_image_file
 from tlbench.data.layout import check_int, resolve_root
 from tlbench.data.registry import DatasetInfo, DatasetSplits, Resource, register_dataset, register_listing
 from tlbench.data.samples import FileSamples
-from tlbench.data.split_files import load_or_create_split
+from tlbench.data.stored_splits import load_or_create_split
 from tlbench.errors import DatasetError
 
 NAME = "caltech101"
