@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,33 @@ def test_l2_then_standardize_takes_statistics_of_the_normalized_train_rows():
     z = post.transform(train)
     np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-5)
     np.testing.assert_allclose(z.std(axis=0), 1, atol=1e-4)
+
+
+def _mapped_rss_kib(path) -> int:
+    """Resident KiB of this process's maps of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split()[0]
+        if "-" in first and ":" not in first:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and first == "Rss:":
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps (Linux)")
+def test_memory_mapped_features_give_the_same_inputs_and_leave_no_pages_mapped(tmp_path, monkeypatch):
+    """The FeatureStore's memory-mapped matrix is read in copied chunks whose pages are then dropped
+    from the map: the same inputs as from memory, and the matrix does not stay in the RSS."""
+    monkeypatch.setattr("tlbench.embedding.store.CHUNK_BYTES", 4096 * 8)  # several chunks
+    train = np.random.default_rng(3).normal(0, 1, size=(3000, 37)).astype(np.float32)
+    path = tmp_path / "features.npy"
+    np.save(path, train)
+    mapped = np.load(path, mmap_mode="r")
+    for steps in ({"discretize": True}, {"l2_normalize": "image"}, {"standardize": False}):
+        ours = FeaturePostprocess(**steps).fit(mapped)
+        reference = FeaturePostprocess(**steps).fit(train)
+        np.testing.assert_array_equal(ours.transform(mapped), reference.transform(train))
+    assert _mapped_rss_kib(path) <= 8  # of 434 KiB read, each page several times
+    np.asarray(mapped).sum()  # read through the map as it is: the pages stay (the check checks)
+    assert _mapped_rss_kib(path) * 1024 >= train.nbytes

@@ -3,7 +3,8 @@ by stratified k-fold cross-validation on the training split (c_selection=kfold) 
 gives, e.g. one (train, val) split (c_selection=validation, the protocol of Kornblith et al. 2019:
 C chosen on a validation set, the model refit on train + val); the classifier supplies the held-out
 predictions (one fit per fold and C, or all of them at once), this module makes or checks the folds
-and picks the C."""
+and picks the C. `AutoC` is what the classifiers share of it: the parameters, the selection and its
+record in describe()."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from tlbench.classifiers.convergence import warn_grid
 from tlbench.metrics import classification_metrics
 
 DEFAULT_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
@@ -123,3 +125,54 @@ def warm_started_predictions(
                 unconverged.append({"fold": f, "C": float(c), **model.convergence})
         predictions.append(row)
     return predictions, unconverged
+
+
+class AutoC:
+    """C=auto for a classifier: `_fit_one(features, labels, C, init)` fits one C (see
+    warm_started_predictions); `_grid_predictions` may be overridden to score the grid otherwise
+    (the linear SVM's kernel-space solver). `label` names the classifier in warnings."""
+
+    label: str
+
+    def _init_C(
+        self, C: float | str, c_grid: Sequence[float], cv_folds: int, metric: str, c_selection: str, random_state: int
+    ) -> None:
+        check_C(C, c_grid, cv_folds, c_selection)
+        self.C = C
+        self.c_selection = c_selection  # validation: the caller gives fit() the (train, val) fold
+        self.c_grid = sorted(float(c) for c in c_grid)
+        self.cv_folds = int(cv_folds)
+        self.metric = metric  # the dataset's metric, for C=auto
+        self.random_state = random_state
+        self.chosen_C: float | None = None if C == "auto" else float(C)
+        self.grid: list[dict[str, Any]] = []
+        self.selection: dict[str, Any] = {}
+
+    def _fit_one(self, features: np.ndarray, labels: np.ndarray, C: float, init: np.ndarray | None = None) -> Any:
+        raise NotImplementedError
+
+    def _grid_predictions(
+        self, features: np.ndarray, labels: np.ndarray, folds: Folds
+    ) -> tuple[list[list[np.ndarray]], list[dict[str, Any]], dict[str, Any]]:
+        """(held-out predictions [fold][C], the unconverged fits, how they were solved)."""
+        predictions, unconverged = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid)
+        return predictions, unconverged, {"solver": "one fit per fold and C"}
+
+    def _select_C(self, features: np.ndarray, labels: np.ndarray, folds: Folds | None) -> bool:
+        """With C=auto, scores the grid (on `folds` when given) and sets chosen_C; False when C is fixed."""
+        selection = selection_folds(labels, folds, self.C, self.c_selection, self.cv_folds, self.random_state)
+        if selection is None:
+            return False
+        scored, made = selection
+        predictions, unconverged, solver = self._grid_predictions(features, labels, scored)
+        self.chosen_C, self.grid = choose_C(labels, scored, self.c_grid, predictions, self.metric)
+        self.selection = {"folds": made, **solver, "unconverged_fits": unconverged}
+        warn_grid(self.label, unconverged, len(scored) * len(self.c_grid))
+        return True
+
+    def _describe_C(self, record: dict[str, Any]) -> dict[str, Any]:
+        """`record` with the C=auto grid and how it was scored, when C=auto."""
+        if self.C == "auto":
+            record["C_selection"] = {"c_selection": self.c_selection, "metric": self.metric, "grid": self.grid}
+            record["C_selection"].update(self.selection)  # folds, solver, unconverged_fits
+        return record

@@ -21,16 +21,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from tlbench.classifiers.chunks import as_tensor, default_device, row_chunks
-from tlbench.classifiers.convergence import convergence_record, warn_fit, warn_grid
-from tlbench.classifiers.cross_validation import (
-    DEFAULT_GRID,
-    Folds,
-    check_C,
-    choose_C,
-    selection_folds,
-    warm_started_predictions,
-)
+from tlbench.classifiers.chunks import as_tensor, default_device, tensor_chunks
+from tlbench.classifiers.convergence import convergence_record, warn_fit
+from tlbench.classifiers.cross_validation import DEFAULT_GRID, AutoC, Folds
 from tlbench.classifiers.kernel_newton import gram_matrix, solve_squared_hinge_kernel
 from tlbench.classifiers.torch_svm import TorchSquaredHingeSVM
 
@@ -46,7 +39,7 @@ def kernel_applies(features: np.ndarray) -> bool:
     return features.shape[0] <= min(KERNEL_MAX_ROWS, features.shape[1] + 1)
 
 
-class LinearSVM:
+class LinearSVM(AutoC):
     def __init__(
         self,
         C: float | str = 1.0,
@@ -62,21 +55,15 @@ class LinearSVM:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"classifier.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        check_C(C, c_grid, cv_folds, c_selection)
-        self.C = C
-        self.c_selection = c_selection  # validation: the caller gives fit() the (train, val) fold
+        self._init_C(C, c_grid, cv_folds, metric, c_selection, random_state)
         self.backend = backend
-        self.max_iter, self.tol, self.dual, self.random_state = int(max_iter), float(tol), dual, random_state
-        self.c_grid = sorted(float(c) for c in c_grid)
-        self.cv_folds = int(cv_folds)
-        self.metric = metric  # the dataset's metric, for C=auto
+        self.label = f"linear_svm ({backend})"
+        self.max_iter, self.tol, self.dual = int(max_iter), float(tol), dual
         self.model: Any = None
-        self.chosen_C: float | None = None if C == "auto" else float(C)
-        self.grid: list[dict[str, Any]] = []
         self.converged: bool | None = None
         self.convergence: dict[str, Any] = {}  # the final fit's (tlbench/classifiers/convergence.py)
-        self.selection: dict[str, Any] = {}
         self._refit_init: np.ndarray | None = None  # the kernel solver's refit, to start L-BFGS from
+        self._grid_refits: dict[float, torch.Tensor] = {}  # C=auto's kernel-space refits, per C
         self.kernel_info: dict[str, Any] = {}  # the kernel solver's last run
 
     def _fit_one(self, features: np.ndarray, labels: np.ndarray, C: float, init: np.ndarray | None = None) -> Any:
@@ -139,34 +126,33 @@ class LinearSVM:
         """w = sum_i beta_i [x_i, 1] as (K, D+1), row chunk by row chunk."""
         x = as_tensor(features, beta.device)
         w = torch.zeros(beta.shape[1], x.shape[1] + 1, device=beta.device)
-        for start, chunk in row_chunks(x, beta.device):
+        for start, chunk in tensor_chunks(x, beta.device):
             w[:, :-1] += beta[start : start + chunk.shape[0]].T @ chunk
         w[:, -1] = beta.sum(0)
         return w.cpu().numpy()
 
-    def _select_C(self, features: np.ndarray, labels: np.ndarray, folds: Folds, made: str) -> float:
-        """Scores the grid on `folds` (described by `made`) and returns the chosen C; with the kernel
-        solver, the refit's kernel-space solution at that C becomes the final fit's starting point."""
-        if self.backend == "torch" and kernel_applies(features):
-            predictions, refit, unconverged = self._kernel_solve(features, labels, folds, self.c_grid)
-            self.selection = {"solver": "kernel Newton-CG, all folds and classes at once", **self.kernel_info}
-        else:  # ascending C, the torch backend warm-starting each C from the previous one on the same fold
-            predictions, unconverged = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid)
-            refit, self.selection = {}, {"solver": "one fit per fold and C"}
-        chosen, self.grid = choose_C(labels, folds, self.c_grid, predictions, self.metric)
-        self.selection = {"folds": made, **self.selection, "unconverged_fits": unconverged}
-        warn_grid(f"linear_svm ({self.backend})", unconverged, len(folds) * len(self.c_grid))
-        if chosen in refit:
-            self._refit_init = self._weights_from_beta(features, refit[chosen])
-        return chosen
+    def _grid_predictions(
+        self, features: np.ndarray, labels: np.ndarray, folds: Folds
+    ) -> tuple[list[list[np.ndarray]], list[dict[str, Any]], dict[str, Any]]:
+        """The grid in kernel space when it applies (its refits kept in _grid_refits for the final
+        fit to start from); else ascending C, the torch backend warm-starting each C from the
+        previous one on the same fold."""
+        self._grid_refits = {}
+        if not (self.backend == "torch" and kernel_applies(features)):
+            return super()._grid_predictions(features, labels, folds)
+        predictions, self._grid_refits, unconverged = self._kernel_solve(features, labels, folds, self.c_grid)
+        solver = {"solver": "kernel Newton-CG, all folds and classes at once", **self.kernel_info}
+        return predictions, unconverged, solver
 
     def fit(self, features: np.ndarray, labels: np.ndarray, folds: Folds | None = None) -> LinearSVM:
         """`folds` ((train rows, held-out rows) per fold, indices into `features`) score the C=auto grid
         instead of the stratified k-fold, and the final model is fitted on all rows given: for the
         validation protocol, pass train + val rows and folds=[(train_rows, val_rows)]."""
-        selection = selection_folds(labels, folds, self.C, self.c_selection, self.cv_folds, self.random_state)
-        if selection is not None:
-            self.chosen_C = self._select_C(features, labels, *selection)
+        if self._select_C(features, labels, folds):
+            # with the kernel solver, the refit's kernel-space solution at the chosen C is the start
+            if self.chosen_C in self._grid_refits:
+                self._refit_init = self._weights_from_beta(features, self._grid_refits[self.chosen_C])
+            self._grid_refits = {}
         elif self.backend == "torch" and kernel_applies(features):
             # no more images than features: Newton in kernel space, then L-BFGS checks (and if need be
             # finishes) in the primal, so the stopping rule and the reported objective are the primal's
@@ -180,7 +166,7 @@ class LinearSVM:
         self._refit_init = None
         self.convergence = self.model.convergence
         self.converged = self.convergence["converged"]
-        warn_fit(f"linear_svm ({self.backend})", self.chosen_C, self.convergence)
+        warn_fit(self.label, self.chosen_C, self.convergence)
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -206,7 +192,4 @@ class LinearSVM:
             record["solver"] = "kernel Newton-CG, then L-BFGS in the primal" if self.kernel_info else "L-BFGS"
             if self.kernel_info and self.C != "auto":
                 record["kernel_newton"] = self.kernel_info
-        if self.C == "auto":
-            record["C_selection"] = {"c_selection": self.c_selection, "metric": self.metric, "grid": self.grid}
-            record["C_selection"].update(self.selection)  # folds, solver, unconverged_fits
-        return record
+        return self._describe_C(record)

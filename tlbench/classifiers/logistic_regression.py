@@ -1,7 +1,7 @@
 """Multinomial logistic regression (L2, C as in scikit-learn's LogisticRegression) solved in torch,
 all classes at once, GPU when available (tlbench/classifiers/torch_logistic.py). `C="auto"` is the
-linear SVM's selection (tlbench/classifiers/cross_validation.py): one warm-started fit per fold and C,
-ascending, on stratified k folds of the training split or on the folds given to `fit`
+linear SVM's selection (`AutoC`, tlbench/classifiers/cross_validation.py): one warm-started fit per
+fold and C, ascending, on stratified k folds of the training split or on the folds given to `fit`
 (c_selection=validation: one (train, val) fold), scored with the dataset's metric, the grid
 recorded, then a refit on all the rows given. Fits that stop short of the tolerance are logged."""
 
@@ -11,21 +11,16 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.classifiers.convergence import warn_fit, warn_grid
-from tlbench.classifiers.cross_validation import (
-    DEFAULT_GRID,
-    Folds,
-    check_C,
-    choose_C,
-    selection_folds,
-    warm_started_predictions,
-)
+from tlbench.classifiers.convergence import warn_fit
+from tlbench.classifiers.cross_validation import DEFAULT_GRID, AutoC, Folds
 from tlbench.classifiers.torch_logistic import TorchSoftmaxRegression
 
 NAME = "logistic_regression"
 
 
-class LogisticRegression:
+class LogisticRegression(AutoC):
+    label = NAME
+
     def __init__(
         self,
         C: float | str = 1.0,
@@ -37,17 +32,9 @@ class LogisticRegression:
         metric: str = "top1",
         c_selection: str = "kfold",
     ) -> None:
-        check_C(C, c_grid, cv_folds, c_selection)
-        self.C = C
-        self.c_selection = c_selection  # validation: the caller gives fit() the (train, val) fold
-        self.max_iter, self.tol, self.random_state = int(max_iter), float(tol), random_state
-        self.c_grid = sorted(float(c) for c in c_grid)
-        self.cv_folds = int(cv_folds)
-        self.metric = metric  # the dataset's metric, for C=auto
+        self._init_C(C, c_grid, cv_folds, metric, c_selection, random_state)
+        self.max_iter, self.tol = int(max_iter), float(tol)
         self.model: TorchSoftmaxRegression | None = None
-        self.chosen_C: float | None = None if C == "auto" else float(C)
-        self.grid: list[dict[str, Any]] = []
-        self.selection: dict[str, Any] = {}
 
     def _fit_one(
         self, features: np.ndarray, labels: np.ndarray, C: float, init: np.ndarray | None = None
@@ -58,13 +45,7 @@ class LogisticRegression:
         """`folds` ((train rows, held-out rows) per fold, indices into `features`) score the C=auto grid
         instead of the stratified k-fold, and the final model is fitted on all rows given: for the
         validation protocol, pass train + val rows and folds=[(train_rows, val_rows)]."""
-        selection = selection_folds(labels, folds, self.C, self.c_selection, self.cv_folds, self.random_state)
-        if selection is not None:
-            folds, made = selection
-            predictions, unconverged = warm_started_predictions(self._fit_one, features, labels, folds, self.c_grid)
-            self.chosen_C, self.grid = choose_C(labels, folds, self.c_grid, predictions, self.metric)
-            self.selection = {"folds": made, "solver": "one fit per fold and C", "unconverged_fits": unconverged}
-            warn_grid(NAME, unconverged, len(folds) * len(self.c_grid))
+        self._select_C(features, labels, folds)
         assert self.chosen_C is not None
         self.model = self._fit_one(features, labels, self.chosen_C)
         warn_fit(NAME, self.chosen_C, self.model.convergence)
@@ -86,7 +67,4 @@ class LogisticRegression:
         if self.model is not None:
             keys = ("converged", "objective", "grad_max", "target", "iterations", "float64_iterations")
             record.update({k: self.model.info[k] for k in (*keys, "evaluations", "device")})
-        if self.C == "auto":
-            record["C_selection"] = {"c_selection": self.c_selection, "metric": self.metric, "grid": self.grid}
-            record["C_selection"].update(self.selection)  # folds, solver, unconverged_fits
-        return record
+        return self._describe_C(record)

@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
-from tlbench.classifiers.lbfgs import convergence, minimize
+from tlbench.classifiers.chunks import TorchLinearModel, as_tensor, default_device, tensor_chunks
+from tlbench.classifiers.lbfgs import minimize
 
 
-class TorchSoftmaxRegression:
+class TorchSoftmaxRegression(TorchLinearModel):
+    gradient_key = "grad_max"
+
     def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-4, device: str | None = None) -> None:
         if C <= 0:
             raise ValueError(f"classifier.C must be positive, got {C}")
@@ -40,7 +42,7 @@ class TorchSoftmaxRegression:
         grad = w.clone()
         grad[:, -1] = 0  # the intercept is not regularised
         value = 0.5 * (w[:, :-1].double() ** 2).sum()
-        for start, chunk in row_chunks(x, self.device, w.dtype):
+        for start, chunk in tensor_chunks(x, self.device, w.dtype):
             yc = y[start : start + chunk.shape[0]]
             log_p = torch.log_softmax(chunk @ w[:, :-1].T + w[:, -1], dim=1)
             value = value - self.C * log_p.gather(1, yc[:, None]).double().sum()
@@ -69,22 +71,8 @@ class TorchSoftmaxRegression:
         self.weights_ = result.weights.cpu().numpy()  # float64: the weights the stopping rule was checked on
         rows = self.weights_[1:] if k == 2 else self.weights_
         self.coef_, self.intercept_ = rows[:, :-1], rows[:, -1]
-        self.info = result.record("grad_max", float(result.grad.abs().max()), target, self.device)
+        self.info = result.record(self.gradient_key, float(result.grad.abs().max()), target, self.device)
         return self
-
-    @property
-    def convergence(self) -> dict[str, Any]:
-        """The stopping rule's quantities, as every classifier's fits report them."""
-        return convergence(self.info, "grad_max", self.max_iter)
-
-    def decision_function(self, features: np.ndarray) -> np.ndarray:
-        assert self.weights_ is not None, "fit first"
-        w = torch.from_numpy(self.weights_).to(self.device)
-        with torch.no_grad():
-            return linear_scores(as_tensor(features, self.device), w, self.device).cpu().numpy()
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.classes_[self.decision_function(features).argmax(axis=1)]
 
 
 def softmax_objective(

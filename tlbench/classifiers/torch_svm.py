@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlbench.classifiers.chunks import as_tensor, default_device, linear_scores, row_chunks
-from tlbench.classifiers.lbfgs import convergence, minimize
+from tlbench.classifiers.chunks import TorchLinearModel, as_tensor, default_device, tensor_chunks
+from tlbench.classifiers.lbfgs import minimize
 
 
-class TorchSquaredHingeSVM:
+class TorchSquaredHingeSVM(TorchLinearModel):
+    gradient_key = "grad_norm"
+
     def __init__(
         self,
         C: float = 1.0,
@@ -55,7 +57,7 @@ class TorchSquaredHingeSVM:
         """Value (accumulated in float64) and gradient, summed over classes, computed in w's dtype."""
         grad = w.clone()  # from 0.5 ||w||^2
         value = 0.5 * (w.double() ** 2).sum()
-        for start, chunk in row_chunks(x, self.device, w.dtype):
+        for start, chunk in tensor_chunks(x, self.device, w.dtype):
             yc = y[start : start + chunk.shape[0]]
             margin = 1 - yc * (chunk @ w[:, :-1].T + self.intercept_scaling * w[:, -1])
             active = margin.clamp(min=0)
@@ -91,13 +93,8 @@ class TorchSquaredHingeSVM:
         self.weights_ = w.cpu().numpy()  # float64: the weights the stopping rule was checked on
         self.coef_ = self.weights_[:, :-1]
         self.intercept_ = self.intercept_scaling * self.weights_[:, -1]
-        self.info = result.record("grad_norm", float(result.grad.norm()), target, self.device)
+        self.info = result.record(self.gradient_key, float(result.grad.norm()), target, self.device)
         return self
-
-    @property
-    def convergence(self) -> dict[str, Any]:
-        """The stopping rule's quantities, as every classifier's fits report them."""
-        return convergence(self.info, "grad_norm", self.max_iter)
 
     def gradient_at(
         self, features: np.ndarray, labels: np.ndarray, coef: np.ndarray, intercept: np.ndarray
@@ -110,15 +107,6 @@ class TorchSquaredHingeSVM:
             w = np.vstack([-w, w])
         _, grad = self._objective(x, y, torch.from_numpy(w).to(self.device, torch.float64))
         return float(grad.norm()), target
-
-    def decision_function(self, features: np.ndarray) -> np.ndarray:
-        assert self.weights_ is not None, "fit first"
-        w = torch.from_numpy(self.weights_).to(self.device)
-        with torch.no_grad():
-            return linear_scores(as_tensor(features, self.device), w, self.device, self.intercept_scaling).cpu().numpy()
-
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        return self.classes_[self.decision_function(features).argmax(axis=1)]
 
 
 def squared_hinge_objective(

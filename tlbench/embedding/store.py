@@ -78,8 +78,8 @@ def cache_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:40]
 
 
-def row_chunks(rows: int, dim: int, itemsize: int = 8) -> Iterator[slice]:
-    """Row ranges of about CHUNK_BYTES each (counted at `itemsize` bytes per value)."""
+def row_slices(rows: int, dim: int, itemsize: int = 8) -> Iterator[slice]:
+    """Row ranges (slices, not data) of about CHUNK_BYTES each, counted at `itemsize` bytes per value."""
     step = max(1, CHUNK_BYTES // max(1, dim * itemsize))
     for start in range(0, rows, step):
         yield slice(start, min(start + step, rows))
@@ -223,7 +223,7 @@ class FeatureWriter:
         header = _npy_header(len(order), self.dim or 0, self.dtype)
         with open(target, "wb") as handle:
             handle.write(header)
-            for part in row_chunks(len(order), self.dim or 1, self.dtype.itemsize):
+            for part in row_slices(len(order), self.dim or 1, self.dtype.itemsize):
                 rows = np.ascontiguousarray(source[order[part]])
                 handle.write(rows.tobytes())
                 digest.update(rows)
@@ -356,7 +356,7 @@ class FeatureStore:
         """A whole FeatureSet at once (through the same writer)."""
         writer = self.writer(key, features.features.dtype)
         try:
-            for part in row_chunks(len(features.labels), max(features.dim, 1), features.features.dtype.itemsize):
+            for part in row_slices(len(features.labels), max(features.dim, 1), features.features.dtype.itemsize):
                 writer.append(features.features[part], features.labels[part], features.indices[part])
             writer.mark_skipped(features.skipped)
         except BaseException:
