@@ -5,7 +5,7 @@ PyTorch training loop's on the same model, data and batch size, measured in one 
 
 - tlbench: `FineTuneModule` (9 parameter groups, discriminative LRs, per-step LambdaLR, torchmetrics,
   logging) fitted by a Lightning `Trainer` with the `ProgressiveUnfreezing` callback, preset `full`
-  (every group trains from epoch 0), as `run_finetune` builds them.
+  (every group trains from epoch 0), built by `build_finetune_module` as `run_finetune` builds them.
 - plain: `for batch in loader: zero_grad; loss = CE(model(x), y); backward; step`.
 - Same model (efficientnet_lite0 with its packaged ImageNet weights and a new linear 10-class head;
   the plain loop gets a deep copy), same data (scikit-learn digits, upscaled once to a fixed tensor
@@ -41,13 +41,18 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from tlbench.finetune.assembly import build_finetune_module
 from tlbench.finetune.callback import ProgressiveUnfreezing
-from tlbench.finetune.groups import block_groups
-from tlbench.finetune.module import FineTuneModule, build_head, replace_head
-from tlbench.finetune.schedule import UnfreezeSchedule
+from tlbench.finetune.module import FineTuneModule
 from tlbench.models import create_backbone
 
-OPTIMIZER = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1.0e-4}
+OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.01, "momentum": 0.9, "weight_decay": 1.0e-4}
+STRATEGY = {  # the resolved `strategy` group: a linear head, preset full, cosine without warm-up
+    "schedule": {"preset": "full"},
+    "optimizer": OPTIMIZER,
+    "lr_schedule": {"_target_": "tlbench.finetune.lr_schedules.Cosine", "warmup_steps": 0},
+    "lr_decay": 0.5,
+}
 
 
 class DigitTensors(Dataset):
@@ -85,19 +90,8 @@ def intervals(ends: list[float], warmup: int) -> list[float]:
     return [b - a for a, b in itertools.pairwise(timed)]
 
 
-def tlbench_round(model: nn.Module, head: str, data: Dataset, args) -> list[float]:
-    groups = block_groups(model, head)
-    schedule = UnfreezeSchedule(num_groups=len(groups), preset="full")
-    module = FineTuneModule(
-        model,
-        head=head,
-        groups=groups,
-        schedule=schedule,
-        num_classes=10,
-        optimizer=OPTIMIZER,
-        lr_schedule={"name": "cosine", "warmup_steps": 0},
-        lr_decay=0.5,
-    )
+def tlbench_round(module: FineTuneModule, data: Dataset, args) -> list[float]:
+    # each fit builds a fresh optimizer and schedule (configure_optimizers), as a new run would
     # create_backbone returns the model in eval mode; ProgressiveUnfreezing puts trainable groups in train mode.
     clock = BatchClock()
     trainer = pl.Trainer(
@@ -111,7 +105,7 @@ def tlbench_round(model: nn.Module, head: str, data: Dataset, args) -> list[floa
         enable_model_summary=False,
         enable_progress_bar=False,
         num_sanity_val_steps=0,
-        callbacks=[ProgressiveUnfreezing(schedule, groups), clock],
+        callbacks=[ProgressiveUnfreezing(module.schedule, module.groups), clock],
     )
     trainer.fit(module, train_dataloaders=loader(data, args.batch))
     assert all(module.trainable_groups), "preset full: every group trains"
@@ -150,15 +144,14 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
 
     backbone = create_backbone(name="efficientnet_lite0", source="efficientnet_lite0_package")
-    model = backbone.model
-    replace_head(model, backbone.head, build_head(model.get_submodule(backbone.head).in_features, 10))
-    plain_model = copy.deepcopy(model)
+    module = build_finetune_module(backbone, 10, STRATEGY)  # new head, groups, schedule, module
+    plain_model = copy.deepcopy(backbone.model)
     data = DigitTensors(args.size, backbone.data_config["mean"], backbone.data_config["std"])
 
     tl, plain = [], []  # images/s per round (whole timed span)
     tl_steps, plain_steps = [], []  # every timed batch interval, all rounds
     for r in range(args.rounds + 1):  # round 0 warms up the process (allocator, oneDNN kernels) and is discarded
-        a = tlbench_round(model, backbone.head, data, args)
+        a = tlbench_round(module, data, args)
         b = plain_round(plain_model, data, args)
         a_ips, b_ips = len(a) * args.batch / sum(a), len(b) * args.batch / sum(b)
         note = " (warm-up, discarded)" if r == 0 else ""

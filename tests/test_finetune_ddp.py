@@ -11,10 +11,9 @@ import torch
 from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader, Dataset
 
+from tlbench.finetune.assembly import build_finetune_module
 from tlbench.finetune.callback import ProgressiveUnfreezing
-from tlbench.finetune.groups import block_groups
-from tlbench.finetune.module import FineTuneModule, build_head, replace_head
-from tlbench.finetune.schedule import UnfreezeSchedule
+from tlbench.finetune.module import FineTuneModule
 from tlbench.models import create_backbone
 
 LR = 0.1
@@ -66,22 +65,20 @@ class RankRecorder(pl.Callback):
 
 def make_module() -> tuple[FineTuneModule, ProgressiveUnfreezing]:
     backbone = create_backbone("resnet18", source="timm", pretrained=False)
-    model = backbone.model
-    old = model.get_submodule(backbone.head)
-    replace_head(model, backbone.head, build_head(old.in_features, 3))
-    groups = block_groups(model, backbone.head)
-    schedule = UnfreezeSchedule(num_groups=len(groups), preset="progressive", every=1)
-    module = FineTuneModule(
-        model,
-        head=backbone.head,
-        groups=groups,
-        schedule=schedule,
-        num_classes=3,
-        optimizer={"name": "sgd", "lr": LR, "momentum": 0.9, "weight_decay": 1e-4},
-        lr_schedule={"name": "constant"},
-        lr_decay=DECAY,
-    )
-    return module, ProgressiveUnfreezing(schedule, groups)
+    strategy = {
+        "schedule": {"preset": "progressive", "every": 1},
+        "optimizer": {
+            "_target_": "torch.optim.SGD",
+            "_partial_": True,
+            "lr": LR,
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+        },
+        "lr_schedule": {"_target_": "tlbench.finetune.lr_schedules.Constant"},
+        "lr_decay": DECAY,
+    }
+    module = build_finetune_module(backbone, 3, strategy)
+    return module, ProgressiveUnfreezing(module.schedule, module.groups)
 
 
 @pytest.mark.slow

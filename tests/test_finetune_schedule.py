@@ -1,14 +1,25 @@
-"""The unfreezing schedule (pure) and the block groups of real backbones (random weights)."""
+"""The unfreezing schedule (pure), the block groups of real backbones (random weights), the LR
+schedules, and the fine-tuning module assembled from the `strategy` config group."""
 
 from __future__ import annotations
 
+import math
+import pickle
 import re
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from timm.models._manipulate import group_parameters
+from torch import nn
 
+from tlbench.cli import config_dir
 from tlbench.errors import ConfigError
+from tlbench.finetune.assembly import build_finetune_module
 from tlbench.finetune.groups import block_groups
+from tlbench.finetune.lr_schedules import Step
 from tlbench.finetune.schedule import UnfreezeSchedule
 from tlbench.models import create_backbone
 
@@ -181,8 +192,6 @@ def test_timm_groups_follow_group_matcher(name, expected_groups, first, last):
 
 
 def test_fallback_groups_are_top_level_children():
-    from torch import nn
-
     model = nn.Sequential()
     model.add_module("stem", nn.Conv2d(3, 4, 3))
     model.add_module("act", nn.ReLU())
@@ -193,3 +202,47 @@ def test_fallback_groups_are_top_level_children():
         ["stem.weight", "stem.bias"],
         ["body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias"],
     ]
+
+
+# --- LR schedules and the assembly from the strategy group ---
+
+
+def _finetune_strategy(*overrides: str) -> dict:
+    """The resolved `strategy` group of `strategy=finetune` as run.py passes it."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["strategy=finetune", *overrides])
+    return OmegaConf.to_container(cfg.strategy, resolve=True)
+
+
+def test_lr_schedules_warm_up_then_decay():
+    cosine = instantiate(_finetune_strategy("strategy.lr_schedule.warmup_steps=2")["lr_schedule"])
+    assert [cosine(s, 10, 5) for s in (0, 1)] == [0.5, 1.0]  # linear warm-up: (step + 1) / warmup_steps
+    assert cosine(2, 10, 5) == 1.0 and cosine(6, 10, 5) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+    assert cosine(10, 10, 5) == pytest.approx(0.0) and cosine(20, 10, 5) == pytest.approx(0.0)
+    step = instantiate(
+        _finetune_strategy("strategy/lr_schedule=step", "strategy.lr_schedule.step_epochs=2")["lr_schedule"]
+    )
+    # 5 steps per epoch: x gamma (0.1) every 2 epochs
+    assert [step(s, 40, 5) for s in (0, 9, 10, 19, 20)] == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
+    constant = instantiate(_finetune_strategy("strategy/lr_schedule=constant")["lr_schedule"])
+    assert [constant(s, 10, 5) for s in (0, 5, 50)] == [1.0, 1.0, 1.0]
+
+
+def test_assembly_builds_optimizer_and_schedule_from_the_strategy_group():
+    strategy = _finetune_strategy("strategy/optimizer=adamw", "strategy/lr_schedule=step", "strategy.lr_decay=0.1")
+    module = build_finetune_module(create_backbone("resnet18", source="timm", pretrained=False), 4, strategy)
+    assert module.head_in_features == 512 and len(module.groups) == 5 and module.schedule.preset == "progressive"
+    assert module.backbone.fc[-1].out_features == 4  # the new head
+    assert isinstance(module.lr_schedule, Step)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 1.0e-4
+    lrs = {g["name"]: g["initial_lr"] for g in optimizer.param_groups}  # before the schedule's factor
+    assert lrs == pytest.approx({"head": 0.01, **{f"group{i}": 0.01 * 0.1 ** (5 - i) for i in range(5)}})
+    pickle.dumps(module.optimizer_factory), pickle.dumps(module.lr_schedule)  # DDP's spawn pickles the module
+
+
+def test_assembly_needs_a_linear_head():
+    backbone = create_backbone("resnet18", source="timm", pretrained=False)
+    backbone.model.fc = nn.Identity()
+    with pytest.raises(ConfigError, match=r"fine-tuning needs a Linear classifier at fc; set model\.head=MODULE"):
+        build_finetune_module(backbone, 3, _finetune_strategy())

@@ -14,17 +14,19 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, Dataset
 
 from tlbench.errors import WeightsError
+from tlbench.finetune.assembly import build_finetune_module
 from tlbench.finetune.callback import ProgressiveUnfreezing
 from tlbench.finetune.curve import EpochCurve
-from tlbench.finetune.groups import block_groups
-from tlbench.finetune.module import FineTuneModule, build_head, replace_head
+from tlbench.finetune.module import FineTuneModule
 from tlbench.finetune.pipeline import check_checkpoint
-from tlbench.finetune.schedule import UnfreezeSchedule
 from tlbench.models import create_backbone
 
 LR = 0.1
 DECAY = 0.5
 NUM_CLASSES = 3
+SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": LR, "momentum": 0.9, "weight_decay": 1e-4}
+CONSTANT = {"_target_": "tlbench.finetune.lr_schedules.Constant"}
+COSINE_WARMUP_2 = {"_target_": "tlbench.finetune.lr_schedules.Cosine", "warmup_steps": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -59,22 +61,9 @@ def make_module(
     name: str = "resnet18", lr_schedule: dict | None = None, num_classes: int = NUM_CLASSES, **schedule
 ) -> tuple[FineTuneModule, ProgressiveUnfreezing]:
     backbone = create_backbone(name, source="timm", pretrained=False)
-    model = backbone.model
-    old = model.get_submodule(backbone.head)
-    replace_head(model, backbone.head, build_head(old.in_features, num_classes))
-    groups = block_groups(model, backbone.head)
-    plan = UnfreezeSchedule(num_groups=len(groups), **schedule)
-    module = FineTuneModule(
-        model,
-        head=backbone.head,
-        groups=groups,
-        schedule=plan,
-        num_classes=num_classes,
-        optimizer={"name": "sgd", "lr": LR, "momentum": 0.9, "weight_decay": 1e-4},
-        lr_schedule=lr_schedule or {"name": "constant"},
-        lr_decay=DECAY,
-    )
-    return module, ProgressiveUnfreezing(plan, groups)
+    strategy = {"schedule": schedule, "optimizer": SGD, "lr_schedule": lr_schedule or CONSTANT, "lr_decay": DECAY}
+    module = build_finetune_module(backbone, num_classes, strategy)
+    return module, ProgressiveUnfreezing(module.schedule, module.groups)
 
 
 class Recorder(pl.Callback):
@@ -177,7 +166,7 @@ def test_efficientnet_progressive_gradients():
 
 def test_learning_rates_follow_warmup_and_cosine_times_the_gate():
     pl.seed_everything(0)
-    module, unfreezing = make_module(lr_schedule={"name": "cosine", "warmup_steps": 2}, every=1)
+    module, unfreezing = make_module(lr_schedule=COSINE_WARMUP_2, every=1)
     recorder = Recorder()
     fit(module, [unfreezing, recorder], epochs=3, batches=2)  # 6 steps; first steps of epochs: 0, 2, 4
 
@@ -253,7 +242,7 @@ class StopAfter(pl.Callback):
 
 
 def test_resume_mid_schedule_equals_uninterrupted(tmp_path: Path):
-    lr_schedule = {"name": "cosine", "warmup_steps": 2}
+    lr_schedule = COSINE_WARMUP_2
     epochs = 4
 
     pl.seed_everything(0)

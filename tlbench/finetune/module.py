@@ -1,13 +1,15 @@
 """FineTuneModule: a backbone with a new head, trained with discriminative learning rates.
 
 Parameter groups: the head, then each block group from the top down; group i below the top gets
-`lr * lr_decay**(i+1)` (ULMFiT's discriminative fine-tuning). Each group's LR is the warm-up/decay
-schedule times 0 or 1 from the unfreezing schedule, computed from the epoch.
+`lr * lr_decay**(i+1)` (ULMFiT's discriminative fine-tuning), `lr` being the optimizer's. Each group's
+LR is the warm-up/decay schedule (tlbench/finetune/lr_schedules.py) times 0 or 1 from the unfreezing
+schedule, computed from the epoch. Optimizer and LR schedule come built from the `strategy/optimizer`
+and `strategy/lr_schedule` config groups (tlbench/finetune/assembly.py).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,6 +19,7 @@ from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from tlbench.errors import ConfigError
+from tlbench.finetune.lr_schedules import LRMultiplier
 from tlbench.finetune.schedule import UnfreezeSchedule
 
 
@@ -44,18 +47,20 @@ class FineTuneModule(pl.LightningModule):
         groups: list[list[str]],
         schedule: UnfreezeSchedule,
         num_classes: int,
-        optimizer: dict[str, Any],
-        lr_schedule: dict[str, Any],
+        optimizer: Callable[[list[dict[str, Any]]], torch.optim.Optimizer],
+        lr_schedule: LRMultiplier,
         label_smoothing: float = 0.0,
         lr_decay: float = 0.5,
+        head_in_features: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head_name = head
+        self.head_in_features = head_in_features  # the new head's input width: the feature dimension reported
         self.groups = groups
         self.schedule = schedule
-        self.optimizer_cfg = dict(optimizer)
-        self.lr_schedule = dict(lr_schedule)
+        self.optimizer_factory = optimizer  # called with the parameter groups (a `_partial_` target)
+        self.lr_schedule = lr_schedule
         self.lr_decay = lr_decay
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.trainable_groups = [False] * len(groups)
@@ -128,35 +133,24 @@ class FineTuneModule(pl.LightningModule):
 
     # --- optimization ---
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Head first, then the block groups from the top down with geometrically smaller LRs."""
-        lr = float(self.optimizer_cfg["lr"])
+        """Head first, then the block groups from the top down. No LR of their own: the optimizer gives
+        them its `lr`, which configure_optimizers scales per group."""
         parameters = dict(self.backbone.named_parameters())
         head = [p for n, p in parameters.items() if n == self.head_name or n.startswith(self.head_name + ".")]
-        param_groups = [{"params": head, "lr": lr, "name": "head", "group": None}]
-        for depth, index in enumerate(reversed(range(len(self.groups)))):
+        param_groups = [{"params": head, "name": "head", "group": None}]
+        for index in reversed(range(len(self.groups))):
             param_groups.append(
-                {
-                    "params": [parameters[n] for n in self.groups[index]],
-                    "lr": lr * self.lr_decay ** (depth + 1),
-                    "name": f"group{index}",
-                    "group": index,
-                }
+                {"params": [parameters[n] for n in self.groups[index]], "name": f"group{index}", "group": index}
             )
         return param_groups
 
-    def configure_optimizers(self):
-        cfg = self.optimizer_cfg
-        param_groups = self.parameter_groups()
-        name = cfg.get("name", "sgd")
-        if name == "sgd":
-            optimizer = torch.optim.SGD(
-                param_groups, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 0)
-            )
-        elif name == "adamw":
-            optimizer = torch.optim.AdamW(param_groups, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.01))
-        else:
-            raise ConfigError(f"strategy.optimizer.name must be sgd or adamw, got {name!r}")
-        lambdas = [self._lr_lambda(g["group"]) for g in param_groups]
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        lr = float(optimizer.defaults["lr"])
+        for group in optimizer.param_groups:  # geometrically smaller LRs from the top group down
+            depth = None if group["group"] is None else len(self.groups) - 1 - group["group"]
+            group["lr"] = lr if depth is None else lr * self.lr_decay ** (depth + 1)
+        lambdas = [self._lr_lambda(g["group"]) for g in optimizer.param_groups]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -182,18 +176,10 @@ class FineTuneModule(pl.LightningModule):
         return factor
 
     def _schedule_factor(self, step: int) -> float:
-        kind = self.lr_schedule.get("name", "cosine")
-        total = max(1, self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        warmup = int(self.lr_schedule.get("warmup_steps", 0))
-        if step < warmup:
-            return (step + 1) / warmup
-        if kind == "cosine":
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if kind == "step":
+        # read from the trainer at every step (as the run's length is only known once it is attached)
+        if self._trainer is None:
+            total, steps_per_epoch = 1, 1
+        else:
+            total = max(1, self.trainer.estimated_stepping_batches)
             steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-            epoch = step // steps_per_epoch
-            return float(self.lr_schedule.get("gamma", 0.1)) ** (epoch // int(self.lr_schedule.get("step_epochs", 10)))
-        if kind == "constant":
-            return 1.0
-        raise ConfigError(f"strategy.lr_schedule.name must be cosine, step or constant, got {kind!r}")
+        return self.lr_schedule(step, total, steps_per_epoch)

@@ -16,8 +16,8 @@ import torch
 import torchvision
 from torch import nn
 
-from tlbench.data.transforms import convention, resolve_data_config
 from tlbench.errors import ConfigError, WeightsError
+from tlbench.models.data_config import convention, resolve_data_config
 from tlbench.models.weights import (
     assert_trained,
     file_sha256,
@@ -48,6 +48,9 @@ class Backbone:
     weights_id: str  # "sha256:<file digest>", "timm:<arch>.<tag>", "random-init:<digest>"
     head: str  # module name of the final classifier; "penultimate" reads its input
     data_config: dict = field(default_factory=dict)
+    # the model's FNE tap preset (or module names), read by strategy=fne through ${model.fne_taps}
+    fne_taps: str | list[str] | None = None
+    channels_last: bool = False  # extraction in NHWC memory format (a separate features cache key)
 
     def describe(self) -> dict:
         return {
@@ -71,6 +74,8 @@ def create_backbone(
     data_config: Mapping | None = None,
     preprocessing: str = "torchvision",
     caffe_mean: Sequence[float] | None = None,
+    fne_taps: str | Sequence[str] | None = None,
+    channels_last: bool = False,
 ) -> Backbone:
     """Build `name` from `source`, with weights from `weights` (a file) or the source's pretrained set.
 
@@ -79,6 +84,8 @@ def create_backbone(
     `preprocessing` is the input convention the weights were trained with: "torchvision" (RGB in
     [0, 1], then the data config's mean/std) or "caffe" (BGR in 0-255 minus `caffe_mean`, given in
     BGR order; None = the Keras/Caffe ImageNet mean), e.g. for a converted Places365 VGG16.
+    `fne_taps` and `channels_last` are carried on the Backbone for the extraction (every key of a
+    conf/model/*.yaml is a parameter here, so Hydra instantiates the group).
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown model.source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -98,7 +105,8 @@ def create_backbone(
     if input_convention:  # the weights' convention replaces a source's default normalization
         defaults = {}
     config = resolve_data_config(model, {**defaults, **overrides}) | input_convention
-    return Backbone(model, name, source, weights_id, head, config)
+    taps = fne_taps if fne_taps is None or isinstance(fne_taps, str) else list(fne_taps)
+    return Backbone(model, name, source, weights_id, head, config, fne_taps=taps, channels_last=bool(channels_last))
 
 
 def _head_name(model: nn.Module) -> str:
