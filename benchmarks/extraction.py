@@ -2,7 +2,7 @@
 
 Targets (issue: performance):
 
-- **throughput**: tlbench's FNE extraction of a fixed set of images (`tlbench.run.extract_split`:
+- **throughput**: tlbench's FNE extraction of a fixed set of images (`tlbench.embedding.pipeline.extract_split`:
   the DataLoader with JPEG decoding and the eval transform, `Trainer.predict`, the tap hooks,
   rows streamed to a FeatureStore entry) takes at most 1.10x the time of a bare forward pass of the
   same model over the same batches (tensors prepared beforehand, no hooks, `inference_mode`). The
@@ -79,12 +79,13 @@ def compose(folder: Path, cache: Path, *overrides: str) -> Any:
 
 def build(cfg: Any) -> tuple[Any, Any, Any]:
     """Backbone, taps and datamodule exactly as tlbench.run.run builds them."""
+    from hydra.utils import instantiate
+
     from tlbench.data import TransferDataModule
     from tlbench.data.transforms import eval_transform
     from tlbench.models import resolve_taps
-    from tlbench.run import backbone_from_config
 
-    backbone = backbone_from_config(cfg)
+    backbone = instantiate(cfg.model, _convert_="all")
     taps = resolve_taps(backbone.model, cfg.strategy.taps, backbone.head)
     datamodule = TransferDataModule(
         "imagefolder",
@@ -98,13 +99,15 @@ def build(cfg: Any) -> tuple[Any, Any, Any]:
 
 
 def extract(cfg: Any, backbone: Any, taps: Any, datamodule: Any, work: Path, key: str) -> Any:
-    from tlbench.embedding.store import FeatureStore
-    from tlbench.run import extract_split
-    from tlbench.trainer import build_trainer
+    from omegaconf import OmegaConf
 
-    trainer = build_trainer(cfg)
+    from tlbench.embedding.pipeline import extract_split
+    from tlbench.embedding.store import FeatureStore
+    from tlbench.trainer import build_trainer, trainer_settings
+
+    trainer = build_trainer(trainer_settings(OmegaConf.to_container(cfg.trainer, resolve=True)))
     store = FeatureStore(work / "cache")
-    return extract_split(cfg, trainer, backbone, taps, datamodule, "train", store, key, work / "run")
+    return extract_split(trainer, backbone, taps, datamodule, "train", store, key, work / "run")
 
 
 def throughput(args: argparse.Namespace, tmp: Path) -> dict:

@@ -26,7 +26,7 @@ from tlbench.data.datamodule import TransformedSplit, seeded_rng
 from tlbench.distributed import environment as env
 from tlbench.distributed import samplers
 from tlbench.distributed.samplers import EpochShuffleSampler, ShardSampler, sample_seed
-from tlbench.distributed.shards import gather_features, merge_shards, shard_name
+from tlbench.embedding.shards import gather_features, merge_shards, shard_name
 from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter
 from tlbench.errors import ConfigError, RunFinished
 from tlbench.finetune.resume import resume_checkpoint

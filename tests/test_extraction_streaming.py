@@ -93,7 +93,7 @@ def test_without_cache_the_features_stream_to_the_run_and_are_removed(tmp_path, 
 
 
 def test_progress_bar_shows_images_per_second(tmp_path, image_folder, capsys, caplog):
-    caplog.set_level(logging.INFO, logger="tlbench.run")
+    caplog.set_level(logging.INFO, logger="tlbench.embedding.pipeline")
     cfg = compose_cfg(tmp_path, image_folder, *TINY, "trainer.enable_progress_bar=true")
     result = run(cfg, tmp_path / "run")
     shown = capsys.readouterr()

@@ -18,13 +18,13 @@ from test_run_wiring import compose_cfg
 from tlbench.cli import config_dir
 from tlbench.data.datamodule import TransferDataModule
 from tlbench.data.samples import SubsetSamples
-from tlbench.data.splits import per_class_subset
+from tlbench.data.subsets import per_class_subset
 from tlbench.distributed import samplers
 from tlbench.distributed.samplers import EpochShuffleSampler, TrainingBatches
 from tlbench.errors import ConfigError
 from tlbench.finetune import resume as resume_module
+from tlbench.finetune.checks import check_finetune_config
 from tlbench.finetune.module import FineTuneModule
-from tlbench.finetune.pipeline import check_finetune_config
 from tlbench.finetune.resume import CHECKPOINT_KEY, check_settings, find_resume
 from tlbench.run import run
 
@@ -36,7 +36,7 @@ TINY = [
     "model.data_config.input_size=[3,32,32]",
     "strategy.epochs=1",
     "strategy.schedule.preset=full",
-    "strategy.lr_schedule.name=constant",
+    "strategy/lr_schedule=constant",
     "strategy.optimizer.lr=0.01",
     "trainer.accelerator=cpu",
     "trainer.devices=1",
@@ -105,7 +105,7 @@ def test_val_fraction_zero_or_null_holds_out_nothing():
 
 def test_train_per_class_above_some_classes_warns_naming_them(caplog):
     labels = np.array([0] * 5 + [1] * 2 + [2] * 3)
-    with caplog.at_level(logging.WARNING, logger="tlbench.data.splits"):
+    with caplog.at_level(logging.WARNING, logger="tlbench.data.subsets"):
         chosen = per_class_subset(labels, 4, seed=0, classes=["ant", "bee", "cat"])
     assert sorted(np.bincount(labels[chosen]).tolist()) == [2, 3, 4]
     message = caplog.text
@@ -115,7 +115,7 @@ def test_train_per_class_above_some_classes_warns_naming_them(caplog):
 
 
 def test_train_per_class_above_every_class_warns_that_nothing_is_subsampled(caplog):
-    with caplog.at_level(logging.WARNING, logger="tlbench.data.splits"):
+    with caplog.at_level(logging.WARNING, logger="tlbench.data.subsets"):
         data = digits(train_per_class=1000)
     assert data.split_sizes()["train"] == 1257
     assert "train_per_class=1000 is more than every class has" in caplog.text
@@ -126,11 +126,11 @@ def test_train_per_class_above_every_class_warns_that_nothing_is_subsampled(capl
 
 def test_train_per_class_warning_names_ten_classes_then_counts(caplog):
     labels = np.repeat(np.arange(14), 2)
-    with caplog.at_level(logging.WARNING, logger="tlbench.data.splits"):
+    with caplog.at_level(logging.WARNING, logger="tlbench.data.subsets"):
         per_class_subset(labels, 3, seed=0)
     assert "0 (2), 1 (2)" in caplog.text and "9 (2) and 4 more" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="tlbench.data.splits"):
+    with caplog.at_level(logging.WARNING, logger="tlbench.data.subsets"):
         per_class_subset(labels, 2, seed=0)  # exactly every class's size: nothing to say
     assert caplog.text == ""
 
@@ -153,10 +153,11 @@ def test_zero_epochs_is_refused_before_anything_is_built(tmp_path, image_folder)
         ("strategy.epochs=1.5", "strategy.epochs"),
         ("strategy.epochs=two", "strategy.epochs"),
         ("strategy.optimizer.lr=-0.1", "strategy.optimizer.lr"),
-        ("strategy.optimizer.name=rmsprop", "strategy.optimizer.name"),
+        ("strategy.optimizer._target_=torch.optim.RMSprp", "strategy.optimizer._target_"),
+        ("strategy.optimizer._partial_=false", "strategy.optimizer._partial_"),
         ("strategy.optimizer.momentum=-0.5", "strategy.optimizer.momentum"),
         ("strategy.optimizer.weight_decay=-1", "strategy.optimizer.weight_decay"),
-        ("strategy.lr_schedule.name=linear", "strategy.lr_schedule.name"),
+        ("strategy.lr_schedule._target_=tlbench.finetune.lr_schedules.Linear", "strategy.lr_schedule._target_"),
         ("strategy.lr_schedule.warmup_steps=-1", "strategy.lr_schedule.warmup_steps"),
         ("strategy.lr_decay=-0.5", "strategy.lr_decay"),
         ("strategy.label_smoothing=1.0", "strategy.label_smoothing"),
@@ -166,13 +167,13 @@ def test_zero_epochs_is_refused_before_anything_is_built(tmp_path, image_folder)
 )
 def test_values_that_cannot_train_are_refused(tmp_path, image_folder, override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        check_finetune_config(finetune_cfg(tmp_path, image_folder, override))
+        check_finetune_config(finetune_cfg(tmp_path, image_folder, override).strategy)
 
 
 def test_default_finetune_config_passes(tmp_path, image_folder):
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        check_finetune_config(compose("config", overrides=["strategy=finetune"]))
-    check_finetune_config(finetune_cfg(tmp_path, image_folder, "strategy.optimizer.lr=0"))  # lr 0: allowed
+        check_finetune_config(compose("config", overrides=["strategy=finetune"]).strategy)
+    check_finetune_config(finetune_cfg(tmp_path, image_folder, "strategy.optimizer.lr=0").strategy)  # lr 0: allowed
 
 
 # --- (5) overwrite and resume under other settings ---

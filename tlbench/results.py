@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich loads when a summary is printed, not with the Result (the report, the sweep callback)
+    from rich.console import Console
 
 RESULTS_FILE = "results.json"
 
@@ -46,6 +46,24 @@ class Result:
         return asdict(self)
 
 
+@dataclass
+class Outcome:
+    """What a strategy's pipeline measured; run.py adds what every run shares (dataset, model, config,
+    provenance, ...) to make the one Result."""
+
+    metrics: dict[str, dict[str, float]]
+    feature_dim: int
+    timings: dict[str, float]  # seconds of this strategy's phases; run.py adds the total
+    classifier: dict[str, Any]
+    cache: dict[str, str] = field(default_factory=dict)
+    skipped_files: dict[str, list[str]] = field(default_factory=dict)
+    taps: list[str] = field(default_factory=list)
+    postprocess: dict[str, Any] = field(default_factory=dict)
+    layout: list[tuple[str, int]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    world_size: int = 1
+
+
 def write_results(result: Result, run_dir: str | Path) -> Path:
     path = Path(run_dir) / RESULTS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +83,9 @@ def read_results(path: str | Path) -> dict[str, Any]:
 def print_summary(result: Result, console: Console | None = None) -> None:
     """The table of a finished run. Not on a terminal (a SLURM .out file) rich would wrap at 80
     columns and split the results path: lines are printed unwrapped there."""
+    from rich.console import Console
+    from rich.table import Table
+
     if console is None:
         console = Console()
         if not console.is_terminal:

@@ -1,59 +1,45 @@
-"""run(cfg) -> Result: the one place that wires data, backbone, extraction, post-processing and the
-classifier. Every component gets plain arguments; only this module reads the composed config."""
+"""run(cfg) -> Result: the wiring, and the only reader of the composed config.
+
+It checks the config, builds the backbone and the datamodule from their config groups' `_target_`s,
+hands plain values to the strategy's pipeline (STRATEGIES: embedding/pipeline.py for `last_layer`
+and `fne`, finetune/pipeline.py for `finetune`), and turns what the pipeline measured into the run's
+one Result, written to results.json and logged once."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.plugins.environments import LightningEnvironment
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 from tlbench.data import TransferDataModule
 from tlbench.data.datamodule import check_loader_settings
-from tlbench.data.registry import DatasetSplits
-from tlbench.data.samples import ImageSamples
 from tlbench.data.transforms import eval_transform, train_augmentation
-from tlbench.distributed.environment import (
-    check_allocation,
-    check_split_sizes,
-    launched_world_size,
-    process_rank,
-    requeue_owner,
-)
-from tlbench.distributed.requeue import requeue_on_sigusr1
-from tlbench.distributed.shards import check_coverage, gather_features, shard_name
-from tlbench.embedding.extractor import FeatureExtractor
+from tlbench.distributed.environment import check_allocation, check_split_sizes
+from tlbench.embedding.pipeline import run_extraction
 from tlbench.embedding.postprocess import FeaturePostprocess
-from tlbench.embedding.prepared import prepare_inputs
-from tlbench.embedding.progress import ExtractionProgressBar
-from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, row_chunks
-from tlbench.errors import ConfigError, DatasetError, ImageDecodeError
-from tlbench.finetune.pipeline import check_finetune_config, run_finetune
+from tlbench.errors import ConfigError, TlbenchError
+from tlbench.finetune.checks import check_finetune_config
+from tlbench.finetune.pipeline import run_finetune
 from tlbench.finished_run import check_not_finished
-from tlbench.metrics import classification_metrics
-from tlbench.models import Backbone, Tap, create_backbone, resolve_taps
+from tlbench.models import Backbone, resolve_taps
 from tlbench.models.taps import VGG16_FNE_DIM
 from tlbench.provenance import provenance
-from tlbench.results import Result, write_results
+from tlbench.results import Outcome, Result, write_results
 from tlbench.tracking.loggers import build_logger, log_result
-from tlbench.trainer import build_trainer
+from tlbench.trainer import trainer_settings
 
 log = logging.getLogger(__name__)
 
-EXTRACTION_STRATEGIES = ("last_layer", "fne")
-STRATEGIES = (*EXTRACTION_STRATEGIES, "finetune")
 # Dataset config keys that configure loading; the rest are the dataset builder's parameters.
-SCRATCH_DIR = "features"  # features of a run with cache=false, removed when the run ends
 LOADER_KEYS = ("batch_size", "num_workers", "val_fraction", "val_seed", "train_per_class", "few_shot_seed")
 
 
@@ -61,385 +47,153 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
     """The run's Result on rank 0; None on the other ranks of a multi-process run."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    strategy = _check_config(cfg)
+    check_not_finished(run_dir, overwrite=bool(cfg.get("overwrite", False)))
+    # values that cannot work, refused before the backbone is built (the pipelines check them again)
+    check_loader_settings(**{k: cfg.dataset[k] for k in LOADER_KEYS if k in cfg.dataset})
+    strategy.check(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    backbone: Backbone = _build(instantiate, "model", cfg.model, _convert_="all")
+    augment = _plain(cfg.strategy.augment) if strategy.trains else None
+    datamodule: TransferDataModule = _build(instantiate, "dataset", cfg.dataset)(
+        transform=eval_transform(backbone.data_config),
+        train_transform=train_augmentation(backbone.data_config, augment) if augment is not None else None,
+        input_size=backbone.data_config["input_size"],
+        shuffle_seed=int(cfg.seed) if strategy.trains else None,  # fine-tuning's training order
+    )
+    check_split_sizes(datamodule.split_sizes(), cfg.trainer.devices, cfg.trainer.num_nodes)
+    config = _plain(cfg)
+    # Lightning logs fine-tuning's curves while it trains; an extraction run logs its Result at the end.
+    logger = build_logger(config.get("logger"), config) if strategy.trains else None
+
+    outcome = strategy.pipeline(cfg, backbone, datamodule, run_dir, logger)
+    if outcome is None:  # a rank other than 0: rank 0 writes the Result
+        return None
+    result = Result(
+        dataset=datamodule.dataset.name,
+        model=backbone.name,
+        strategy=cfg.strategy.name,
+        headline_metric=datamodule.dataset.metric,
+        split_sizes=datamodule.split_sizes(),
+        num_classes=len(datamodule.classes),
+        seed=int(cfg.seed),
+        backbone=backbone.describe(),
+        config=config,
+        provenance=provenance(),
+        run_dir=str(run_dir),
+        **{**asdict(outcome), "timings": {**outcome.timings, "total": round(time.perf_counter() - started, 3)}},
+    )
+    write_results(result, run_dir)
+    if strategy.trains:  # the CSV logger has every epoch and the test already; W&B gets the tables too
+        if isinstance(logger, WandbLogger):
+            log_result(logger, result, config_logged=True)
+    else:
+        logger = build_logger(config.get("logger"), config)
+        if logger is not None:
+            log_result(logger, result, config_logged=isinstance(logger, WandbLogger))
+            logger.finalize("success")
+    return result
+
+
+# --- the strategies: each turns the config into plain values for its pipeline ---
+
+
+def _extraction(
+    cfg: DictConfig, backbone: Backbone, datamodule: TransferDataModule, run_dir: Path, logger: Logger | None
+) -> Outcome | None:
+    taps_spec = _plain(cfg.strategy.taps)
+    taps = resolve_taps(backbone.model, taps_spec, backbone.head)
+    log.info("%s (%s, weights %s): %d taps", backbone.name, backbone.source, backbone.weights_id, len(taps))
+    # Built before the expensive extraction: a bad value fails now.
+    post_settings = _plain(cfg.strategy.postprocess)
+    postprocess = _build(FeaturePostprocess, "strategy.postprocess", **post_settings)
+    # the dataset's metric scores the cross-validation of classifier.C=auto
+    classifier = _build(instantiate, "classifier", cfg.classifier, metric=datamodule.dataset.metric)
+    presets = taps_spec if isinstance(taps_spec, list) else [taps_spec]
+    return run_extraction(
+        backbone,
+        taps,
+        datamodule,
+        postprocess,
+        post_settings,
+        classifier,
+        trainer=trainer_settings(_plain(cfg.trainer)),
+        run_dir=run_dir,
+        cache_dir=Path(cfg.paths.cache_dir) if cfg.cache else None,
+        requeue=str(cfg.slurm.requeue),
+        expected_dim=VGG16_FNE_DIM if {"vgg16_fne", "vgg16_fne_pre_relu"} & set(presets) else None,
+    )
+
+
+def _finetune(
+    cfg: DictConfig, backbone: Backbone, datamodule: TransferDataModule, run_dir: Path, logger: Logger | None
+) -> Outcome | None:
+    return run_finetune(
+        backbone,
+        datamodule,
+        strategy=_plain(cfg.strategy),
+        seed=int(cfg.seed),
+        trainer=trainer_settings(_plain(cfg.trainer)),
+        run_dir=run_dir,
+        logger=logger,
+        requeue=str(cfg.slurm.requeue),
+        ckpt_path=cfg.trainer.get("ckpt_path"),
+        overwrite=bool(cfg.get("overwrite", False)),
+        dataset=_plain(cfg.dataset),
+    )
+
+
+@dataclass(frozen=True)
+class Strategy:
+    pipeline: Callable[[DictConfig, Backbone, TransferDataModule, Path, Logger | None], Outcome | None]
+    check: Callable[[DictConfig], None] = lambda cfg: None  # cheap checks before anything is built
+    trains: bool = False  # trains with Lightning: a training augmentation, a logger while it runs
+
+
+STRATEGIES = {
+    "last_layer": Strategy(_extraction),
+    "fne": Strategy(_extraction),
+    "finetune": Strategy(_finetune, check=lambda cfg: check_finetune_config(_plain(cfg.strategy)), trains=True),
+}
+
+
+# --- the config ---
+
+
+def _check_config(cfg: DictConfig) -> Strategy:
+    """Values not set, an unknown strategy, an interpolation that cannot resolve, an allocation that
+    cannot start: refused before anything is built. Returns the strategy."""
     missing = _missing_values(cfg)
     if missing:
         raise ConfigError(f"required values are not set: {', '.join(missing)} (e.g. dataset.root=/path/to/images)")
-    strategy = cfg.strategy.name
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy {strategy!r} is not implemented; available: {', '.join(STRATEGIES)}")
+    strategy = STRATEGIES.get(cfg.strategy.name)
+    if strategy is None:
+        raise ConfigError(f"strategy {cfg.strategy.name!r} is not implemented; available: {', '.join(STRATEGIES)}")
     try:  # an unset environment variable in an interpolation, found now rather than mid-run
         OmegaConf.to_container(cfg, resolve=True)
     except InterpolationResolutionError as exc:
         cause = exc.msg.splitlines()[0].split("while resolving interpolation: ")[-1].strip('"')
         raise ConfigError(f"cannot resolve {exc.full_key}: {cause}; set it, or override {exc.full_key}=...") from None
     check_allocation(cfg.trainer.devices, cfg.trainer.num_nodes)
-    check_not_finished(run_dir, overwrite=bool(cfg.get("overwrite", False)))
-    # values that cannot work, refused before the backbone is built (both checks run again later)
-    check_loader_settings(**{k: cfg.dataset[k] for k in LOADER_KEYS if k in cfg.dataset})
-    if strategy == "finetune":
-        check_finetune_config(cfg)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    backbone = backbone_from_config(cfg)
-    transform = eval_transform(backbone.data_config)
-    data_cfg: dict[str, Any] = OmegaConf.to_container(cfg.dataset, resolve=True)  # type: ignore[assignment]
-    name = data_cfg.pop("name")
-    loader_args = {k: data_cfg.pop(k) for k in LOADER_KEYS if k in data_cfg}
-    train_transform = None
-    if strategy == "finetune":
-        augment = OmegaConf.to_container(cfg.strategy.augment, resolve=True)
-        train_transform = train_augmentation(backbone.data_config, augment)  # type: ignore[arg-type]
-    datamodule = TransferDataModule(
-        name,
-        transform=transform,
-        train_transform=train_transform,
-        input_size=backbone.data_config["input_size"],
-        **loader_args,
-        **data_cfg,
-    )
-    check_split_sizes(datamodule.split_sizes(), cfg.trainer.devices, cfg.trainer.num_nodes)
-    if strategy == "finetune":
-        return run_finetune(cfg, run_dir, backbone, datamodule, started)
-    taps_spec = OmegaConf.to_container(cfg.strategy.taps) if OmegaConf.is_list(cfg.strategy.taps) else cfg.strategy.taps
-    taps = resolve_taps(backbone.model, taps_spec, backbone.head)
-    log.info("%s (%s, weights %s): %d taps", backbone.name, backbone.source, backbone.weights_id, len(taps))
-
-    # Build what can fail on bad config before the expensive extraction.
-    post_args = OmegaConf.to_container(cfg.strategy.postprocess, resolve=True)
-    post = _build(FeaturePostprocess, "strategy.postprocess", **post_args)
-    # the dataset's metric scores the cross-validation of classifier.C=auto
-    classifier = _build(instantiate, "classifier", cfg.classifier, metric=datamodule.dataset.metric)
-    if _selects_on_val(classifier) and "val" not in datamodule.split_names:
-        raise ConfigError(
-            "classifier.c_selection=validation scores C on the val split, and this dataset has none: use its "
-            "official val split (e.g. flowers102, dtd, fgvc_aircraft) or hold one out with dataset.val_fraction=0.2"
-        )
-
-    scratch_owner = True
-    try:
-        # --- extraction (cached) ---
-        t0 = time.perf_counter()
-        extracted = _extract_splits(cfg, backbone, taps, transform, datamodule, run_dir)
-        if extracted is None:  # another rank than 0: its share of the features is with rank 0
-            scratch_owner = False  # rank 0 may still be merging into the scratch folder
-            return None
-        features, cache, world_size = extracted
-        extract_s = time.perf_counter() - t0
-
-        skipped = {
-            split: [datamodule.dataset.splits[split].describe(i) for i in fs.skipped]
-            for split, fs in features.items()
-            if fs.skipped
-        }
-        for split, files in skipped.items():
-            log.warning("%d unreadable images skipped in %s: %s", len(files), split, ", ".join(files[:5]))
-        train = features["train"]
-        _check_features(features, name)
-        presets = taps_spec if isinstance(taps_spec, list) else [taps_spec]
-        if {"vgg16_fne", "vgg16_fne_pre_relu"} & set(presets) and train.dim != VGG16_FNE_DIM:
-            raise RuntimeError(f"VGG16 FNE must have {VGG16_FNE_DIM} dimensions, got {train.dim}")
-        listed = {split: datamodule.dataset.splits[split].labels for split in features}
-        _check_classes_seen(features, datamodule.classes, listed)
-
-        # --- post-processing and classifier (no Trainer runs: tlbench handles the requeue signal) ---
-        with requeue_on_sigusr1(requeue_owner(str(cfg.slurm.requeue))):
-            t0 = time.perf_counter()
-            store = FeatureStore(cfg.paths.cache_dir) if cfg.cache else None
-            inputs, post_record = prepare_inputs(post, post_args, features, store)
-            evaluated = fit_classifier(classifier, inputs, features)
-            fit_s = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            metrics = {}
-            for split in evaluated:
-                predictions = classifier.predict(inputs[split])
-                metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
-            evaluate_s = time.perf_counter() - t0
-
-        result = Result(
-            dataset=name,
-            model=backbone.name,
-            strategy=strategy,
-            headline_metric=datamodule.dataset.metric,
-            metrics=metrics,
-            feature_dim=train.dim,
-            split_sizes=datamodule.split_sizes(),
-            num_classes=len(datamodule.classes),
-            timings={
-                "extract": round(extract_s, 3),
-                **_extraction_rate(features, cache, extract_s),
-                "fit": round(fit_s, 3),
-                "evaluate": round(evaluate_s, 3),
-                "total": round(time.perf_counter() - started, 3),
-            },
-            cache=cache,
-            skipped_files=skipped,
-            seed=int(cfg.seed),
-            backbone=backbone.describe(),
-            taps=[str(t) for t in taps],
-            postprocess=post_record,
-            classifier=classifier.describe(),
-            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-            provenance=provenance(),
-            run_dir=str(run_dir),
-            layout=train.layout,
-            world_size=world_size,
-        )
-        write_results(result, run_dir)
-        logger = build_logger(cfg)
-        if logger is not None:
-            log_result(logger, result, config_logged=isinstance(logger, WandbLogger))
-            logger.finalize("success")
-        return result
-    finally:  # the features of a run without cache were on disk only for this run
-        if not cfg.cache and scratch_owner:
-            shutil.rmtree(run_dir / SCRATCH_DIR, ignore_errors=True)
+    return strategy
 
 
-def _selects_on_val(classifier: Any) -> bool:
-    return getattr(classifier, "c_selection", "kfold") == "validation"
-
-
-def fit_classifier(classifier: Any, inputs: dict[str, np.ndarray], features: dict[str, FeatureSet]) -> list[str]:
-    """Fit on the train rows and return the splits to evaluate (val, when there is one, and test).
-    With c_selection=validation (the linear evaluation of Kornblith et al. 2019 as SimCLR App. B.8.1
-    states it: "After selecting the optimal hyperparameters on the validation set, we retrained the
-    model ... using all training and validation images"), C is scored on the val split and the final
-    fit uses train + val, so val is no longer held out and only test is evaluated."""
-    train = features["train"]
-    if not _selects_on_val(classifier):
-        classifier.fit(inputs["train"], train.labels)
-        return [s for s in ("val", "test") if s in features]
-    n, m = len(train.labels), len(features["val"].labels)
-    rows = np.concatenate([inputs["train"], inputs["val"]])
-    labels = np.concatenate([train.labels, features["val"].labels])
-    classifier.fit(rows, labels, folds=[(np.arange(n), np.arange(n, n + m))])
-    return ["test"]
-
-
-def backbone_from_config(cfg: DictConfig) -> Backbone:
-    """The `model` group's backbone (benchmarks build it the same way)."""
-    return create_backbone(
-        name=cfg.model.name,
-        source=cfg.model.source,
-        pretrained=cfg.model.pretrained,
-        weights=cfg.model.weights,
-        download=cfg.model.download,
-        head=cfg.model.head,
-        data_config=OmegaConf.to_container(cfg.model.data_config, resolve=True),
-        preprocessing=cfg.model.get("preprocessing", "torchvision"),
-        caffe_mean=OmegaConf.to_container(cfg.model.caffe_mean) if cfg.model.get("caffe_mean") else None,
-    )
-
-
-def _extract_splits(
-    cfg: DictConfig,
-    backbone: Backbone,
-    taps: list[Tap],
-    transform: Any,
-    datamodule: TransferDataModule,
-    run_dir: Path,
-) -> tuple[dict[str, FeatureSet], dict[str, str], int] | None:
-    """Features of every split, from the FeatureStore when present, else by Trainer.predict on one
-    or several ranks, with the cache outcome per split and the number of ranks. Rank 0 gets them
-    all; other ranks get None once their share is written."""
-    name = datamodule.dataset.name
-    store = FeatureStore(cfg.paths.cache_dir)
-    keys = {
-        split: extraction_key(
-            backbone, taps, transform, datamodule.dataset, split, cfg.trainer.precision, bool(cfg.model.channels_last)
-        )
-        for split in datamodule.split_names
-    }
-
-    def look_up() -> tuple[dict[str, FeatureSet | None], list[str]]:
-        found = {split: _cached(cfg, store, key, datamodule, split) for split, key in keys.items()}
-        return found, [split for split, fs in found.items() if fs is None]
-
-    # Ranks that srun or torchrun started (rank > 0 in the environment) leave the cache to rank 0,
-    # which tells them what to extract (possibly nothing); they would read every cached matrix
-    # only to drop it.
-    stored, missing = look_up() if process_rank() == 0 else ({}, None)
-    trainer = None
-    if missing is None or missing or launched_world_size() > 1:
-        # images/s on the bar; a second progress bar callback would be refused when bars are off
-        bar = [ExtractionProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
-        trainer = build_trainer(cfg, callbacks=bar)
-        if trainer.world_size > 1:
-            missing = _agree_on_missing(trainer, missing)
-        if missing is None:  # a rank variable set, yet one process: look for itself
-            stored, missing = look_up()
-    rank0 = trainer is None or trainer.global_rank == 0
-    features: dict[str, FeatureSet] = {}
-    cache: dict[str, str] = {}
-    # Without the cache the features still stream to disk, into the run directory (removed at the end).
-    target = store if cfg.cache else FeatureStore(run_dir / SCRATCH_DIR)
-    for split in datamodule.split_names:
-        if split not in missing:
-            if rank0:
-                log.info("cache hit: %s features of %s/%s from %s", split, name, split, store.path(keys[split]))
-                features[split], cache[split] = stored[split], "hit"  # type: ignore[assignment]
-            continue
-        assert trainer is not None
-        merged = extract_split(cfg, trainer, backbone, taps, datamodule, split, target, keys[split], run_dir)
-        if merged is not None:  # rank 0 (the others' shares are with rank 0 now)
-            features[split], cache[split] = merged, "miss"
-    if not rank0:
-        return None
-    return features, cache, trainer.world_size if trainer is not None and missing else 1
-
-
-def extract_split(
-    cfg: DictConfig,
-    trainer: pl.Trainer,
-    backbone: Backbone,
-    taps: list[Tap],
-    datamodule: TransferDataModule,
-    split: str,
-    target: FeatureStore,
-    key: str,
-    run_dir: Path,
-) -> FeatureSet | None:
-    """One split through Trainer.predict, each batch streamed to disk: straight into `target[key]`
-    with one process; with several, each rank's share into a shard in the run directory (the same
-    for all ranks of this job and never another job's), merged by rank 0."""
-    name = datamodule.dataset.name
-    samples = datamodule.dataset.splits[split]
-    world = trainer.world_size
-    what = f"{name}/{split}"
-    log.info("extracting %s: %d images on %d process(es)", what, len(samples), world)
-    shards = FeatureStore(run_dir / "shards" / split)
-
-    def open_writer(rank: int, world_size: int) -> FeatureWriter:
-        return target.writer(key) if world_size == 1 else shards.writer(shard_name(rank, world_size))
-
-    extractor = FeatureExtractor(backbone.model, taps, open_writer, channels_last=bool(cfg.model.channels_last))
-    t0 = time.perf_counter()
-    try:
-        trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=False)
-    except BaseException:
-        if extractor.writer is not None:
-            extractor.writer.abort()
-        raise
-    elapsed = time.perf_counter() - t0
-    log.info(
-        "extracted %s: %d images in %.1f s (%.1f images/s on this rank)",
-        what,
-        extractor.images,
-        elapsed,
-        extractor.images / max(elapsed, 1e-9),
-    )
-    assert extractor.writer is not None
-    meta = {"backbone": backbone.describe(), "split": split, "dataset": name, "world_size": world}
-    if world == 1:
-        try:  # before the commit: a bad entry must never become current
-            check_coverage(*extractor.writer.seen(), len(samples), what)
-        except RuntimeError:
-            extractor.writer.abort()
-            raise
-        return target.commit(key, extractor.writer, extractor.layout, meta)
-    rank = trainer.global_rank
-    shards.commit(shard_name(rank, world), extractor.writer, extractor.layout, {**meta, "rank": rank})
-    merged = gather_features(shards, len(samples), trainer.strategy, what, target, key, meta)
-    with contextlib.suppress(OSError):  # the last split's shards are gone: the folder is empty
-        shards.root.parent.rmdir()
-    return merged
-
-
-def _cached(
-    cfg: DictConfig, store: FeatureStore, key: str, datamodule: TransferDataModule, split: str
-) -> FeatureSet | None:
-    if not cfg.cache:
-        return None
-    stored = store.load(key)
-    if stored is not None and _any_now_readable(datamodule.dataset.splits[split], stored.skipped):
-        log.info("images skipped when %s/%s was cached now decode: extracting again", datamodule.dataset.name, split)
-        return None
-    return stored
-
-
-def _agree_on_missing(trainer: pl.Trainer, missing: list[str] | None) -> list[str] | None:
-    """Rank 0's view of the cache decides for all ranks: a rank that saw a hit while another saw a
-    miss (a concurrent job writing the same entry) would leave the other waiting in predict forever.
-    Needs the process group now, so only where every rank was started outside Lightning (srun,
-    torchrun). When Lightning starts them (LightningEnvironment) rank 0 is not connected until
-    predict launches the others; they check the cache alike, a race remains possible there."""
-    strategy = trainer.strategy
-    if isinstance(strategy.cluster_environment, LightningEnvironment):
-        return missing
-    strategy.setup_environment()  # idempotent: predict finds the process group initialized
-    return strategy.broadcast(missing, src=0)
-
-
-def extraction_key(
-    backbone: Backbone,
-    taps: list[Tap],
-    transform: Any,
-    dataset: DatasetSplits,
-    split: str,
-    precision: Any,
-    channels_last: bool = False,
-) -> str:
-    """The FeatureStore key: everything that determines the features of one split."""
-    return cache_key(
-        backbone=backbone.name,
-        source=backbone.source,
-        weights=backbone.weights_id,
-        data_config=backbone.data_config,
-        taps=[str(t) for t in taps],
-        transform=repr(transform),
-        precision=str(precision),
-        channels_last=channels_last,
-        dataset=dataset.name,
-        dataset_params=dataset.params,
-        split=split,
-        content=dataset.splits[split].fingerprint(),
-    )
+def _plain(node: Any) -> Any:
+    """A config node as plain, resolved Python values (dicts, lists, scalars)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def _build(factory: Any, what: str, *args: Any, **kwargs: Any) -> Any:
-    """Build a component from config; its own ValueError/TypeError becomes a ConfigError naming it."""
+    """Build a component from config. tlbench's own errors pass through; any other ValueError or
+    TypeError becomes a ConfigError naming the config group."""
     try:
         return factory(*args, **kwargs)
     except Exception as exc:  # hydra wraps the target's error in InstantiationException
         cause = exc.__cause__ or exc
+        if isinstance(cause, TlbenchError):
+            raise cause from None
         raise ConfigError(f"{what}: {cause}") from exc
-
-
-def _any_now_readable(samples: ImageSamples, skipped: list[int]) -> bool:
-    """A cached split keeps its skipped images out; re-extract once one of them decodes again
-    (a file repaired, or a transient read error on a network file system)."""
-    for index in skipped:
-        try:
-            samples.load(index)
-            return True
-        except ImageDecodeError:
-            continue
-    return False
-
-
-def _check_features(features: dict[str, FeatureSet], name: str) -> None:
-    for split, fs in features.items():
-        if len(fs.labels) == 0:
-            raise DatasetError(f"no readable image in {name}/{split}; see the skipped files above")
-        bad = fs.nonfinite_columns  # counted by the FeatureWriter; else read (in chunks: maybe a memory map)
-        if bad is None:
-            columns = np.zeros(fs.dim, bool)
-            for part in row_chunks(len(fs.labels), fs.dim, 4):
-                columns |= ~np.isfinite(fs.features[part]).all(axis=0)
-            bad = int(columns.sum())
-        if bad:
-            raise DatasetError(
-                f"the backbone produced NaN/inf features on {name}/{split} "
-                f"({bad} columns); with reduced precision "
-                "this is usually an overflow: try trainer.precision=32-true"
-            )
-
-
-def _extraction_rate(features: dict[str, FeatureSet], cache: dict[str, str], seconds: float) -> dict[str, float]:
-    """Images per second over the splits extracted now (none on a full cache hit)."""
-    images = sum(len(fs.labels) + len(fs.skipped) for split, fs in features.items() if cache[split] == "miss")
-    return {"extract_images_per_s": round(images / seconds, 2)} if images and seconds > 0 else {}
 
 
 def _missing_values(node: Any, prefix: str = "") -> list[str]:
@@ -452,28 +206,3 @@ def _missing_values(node: Any, prefix: str = "") -> list[str]:
             elif not OmegaConf.is_interpolation(node, key):
                 missing.extend(_missing_values(node._get_node(key), f"{prefix}{key}."))
     return missing
-
-
-def _check_classes_seen(features: dict[str, FeatureSet], classes: list[str], listed: dict[str, np.ndarray]) -> None:
-    """No class loses all its images of a split to skipping, and every evaluated class was trained
-    on. A class whose images were all skipped would otherwise vanish: fewer classes, and a mean
-    per-class accuracy over the rest, with only the skipped-files warning to tell. `listed`: each
-    split's labels as listed (a class a split does not list at all is not lost)."""
-    for split, fs in features.items():
-        lost = sorted(set(np.unique(listed[split]).tolist()) - set(np.unique(fs.labels).tolist()))
-        if lost:
-            names = [classes[i] for i in lost]
-            raise DatasetError(
-                f"{len(lost)} of {len(classes)} classes have no readable image in the {split} split (every listed "
-                f"image of theirs was skipped as undecodable, see the skipped files above): {names[:10]}"
-                + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-                + ". Replace the unreadable files (`tlbench-data verify` lists them) or remove those classes."
-            )
-    seen = set(np.unique(features["train"].labels).tolist())
-    for split, fs in features.items():
-        unseen = sorted(set(np.unique(fs.labels).tolist()) - seen)
-        if unseen:
-            raise DatasetError(
-                f"the {split} split has classes with no training image: {[classes[i] for i in unseen]}. "
-                "Add training images for them or remove them from the evaluation split."
-            )

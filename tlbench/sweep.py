@@ -15,8 +15,6 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from tlbench.results import RESULTS_FILE
 
@@ -67,6 +65,9 @@ class SweepSummary(Callback):
     """Prints and saves what succeeded and what failed when a multirun ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from rich.console import Console  # here: every tlbench start loads this callback, few print a sweep
+        from rich.table import Table
+
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return

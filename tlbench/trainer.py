@@ -3,11 +3,11 @@ requeues a SLURM job."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from tlbench.distributed.environment import device_count, requeue_owner, slurm_managed
@@ -15,11 +15,9 @@ from tlbench.distributed.environment import device_count, requeue_owner, slurm_m
 TLBENCH_KEYS = ("ckpt_path",)  # in the trainer group for users, not Trainer arguments
 
 
-def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
-    settings: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
-    for key in TLBENCH_KEYS:
-        settings.pop(key, None)
-    return settings
+def trainer_settings(trainer: Mapping[str, Any]) -> dict[str, Any]:
+    """The Trainer's arguments from the resolved `trainer` group (its `_target_` included)."""
+    return {k: v for k, v in trainer.items() if k not in TLBENCH_KEYS}
 
 
 def several_processes(settings: dict[str, Any]) -> bool:
@@ -28,13 +26,12 @@ def several_processes(settings: dict[str, Any]) -> bool:
     return count is None or count > 1 or int(settings.get("num_nodes", 1)) > 1
 
 
-def build_trainer(cfg: DictConfig, settings: dict[str, Any] | None = None, **kwargs: Any) -> pl.Trainer:
-    """`settings` (from trainer_settings, possibly changed) default to the config's."""
-    settings = trainer_settings(cfg) if settings is None else settings
+def build_trainer(settings: Mapping[str, Any], requeue: str = "auto", **kwargs: Any) -> pl.Trainer:
+    """The Trainer from `settings` (trainer_settings, possibly changed); `requeue`: slurm.requeue."""
     plugins = list(kwargs.pop("plugins", []))
     if slurm_managed():
-        owner = requeue_owner(str(cfg.get("slurm", {}).get("requeue", "auto")))
+        owner = requeue_owner(requeue)
         # Lightning's SIGUSR1 handler saves and runs `scontrol requeue`; under submitit, submitit's
         # own USR2 handler resubmits, and two owners would requeue the job twice.
         plugins.append(SLURMEnvironment(auto_requeue=owner == "lightning"))
-    return instantiate(settings, plugins=plugins or None, **kwargs)
+    return instantiate(dict(settings), plugins=plugins or None, **kwargs)

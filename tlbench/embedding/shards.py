@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, row_chunks
+from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, row_slices
 
 
 def shard_name(rank: int, world: int) -> str:
@@ -53,7 +53,7 @@ def merge_shards(parts: list[FeatureSet], size: int, writer: FeatureWriter, what
     local = np.concatenate([np.arange(len(p.indices)) for p in parts]) if parts else np.zeros(0, np.int64)
     labels = np.concatenate([p.labels for p in parts])
     dim = parts[0].dim
-    for part in row_chunks(len(first), dim, parts[0].features.dtype.itemsize):
+    for part in row_slices(len(first), dim, parts[0].features.dtype.itemsize):
         positions = first[part]
         rows = np.empty((len(positions), dim), dtype=parts[0].features.dtype)
         for k, shard in enumerate(parts):

@@ -20,7 +20,6 @@ from tlbench.errors import TlbenchError
 from tlbench.report.collect import collect
 from tlbench.report.from_wandb import collect_wandb
 from tlbench.report.paper import paper_comparison
-from tlbench.report.plot import save_figure
 from tlbench.report.table import build_table
 
 
@@ -131,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.md").write_text(markdown)
     (out / "report.csv").write_text(table.csv())
     (out / "report.tex").write_text(table.latex())
+    from tlbench.report.plot import save_figure  # matplotlib: not for --help or an error
+
     save_figure(table, out / "report.png")
     metric = "each dataset's headline metric" if args.metric == "headline" else args.metric
     print(f"test {metric}, % (mean±std (n) over seeds/splits; best per column in bold), {len(found.results)} runs:\n")

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import Logger
 
-from tlbench.results import Result
+if TYPE_CHECKING:  # annotations only: importing this module does not load Lightning
+    from pytorch_lightning.loggers import Logger
+
+    from tlbench.results import Result
 
 
-def build_logger(cfg: DictConfig) -> Logger | None:
-    """None for logger=none. A factory that takes `run_config` (the W&B one) gets the resolved
-    config, so it is logged once, at init."""
-    if not cfg.get("logger") or "_target_" not in cfg.logger:
+def build_logger(settings: Mapping[str, Any] | None, run_config: dict[str, Any]) -> Logger | None:
+    """The logger from the resolved `logger` group; None for logger=none. A factory that takes
+    `run_config` (the W&B one) gets the run's resolved config, so it is logged once, at init."""
+    if not settings or "_target_" not in settings:
         return None
-    target = get_method(cfg.logger._target_) if not isinstance(cfg.logger._target_, type) else cfg.logger._target_
+    target = get_method(settings["_target_"]) if not isinstance(settings["_target_"], type) else settings["_target_"]
     if "run_config" in inspect.signature(target).parameters:
         # _recursive_=False: the config holds _target_ nodes (the Trainer) that must stay data
-        return instantiate(
-            cfg.logger, run_config=OmegaConf.to_container(cfg, resolve=True), _recursive_=False, _convert_="all"
-        )
-    return instantiate(cfg.logger)
+        return instantiate(dict(settings), run_config=run_config, _recursive_=False, _convert_="all")
+    return instantiate(dict(settings))
 
 
 def log_result(logger: Logger, result: Result, config_logged: bool) -> None:

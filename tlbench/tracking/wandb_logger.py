@@ -18,11 +18,11 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.utilities import rank_zero_only
+if TYPE_CHECKING:  # Lightning (and torch) load only when a W&B logger is built: tlbench-report reads choose_mode
+    from pytorch_lightning.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ def make_wandb_logger(
     offline: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> WandbLogger:
+    from pytorch_lightning.loggers import WandbLogger
+    from pytorch_lightning.utilities import rank_zero_only
+
     folder = Path(run_dir)
     if rank_zero_only.rank != 0:  # W&B runs on rank 0 only; the others get Lightning's no-op
         return WandbLogger(project=project, save_dir=str(folder), offline=True)
