@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import hydra
@@ -152,3 +154,19 @@ def test_finetune_optimizer_and_lr_schedule_are_targets():
     }
     schedule = instantiate(adamw.lr_schedule)
     assert (schedule.warmup_steps, schedule.gamma, schedule.step_epochs) == (100, 0.1, 10)
+
+
+@pytest.mark.parametrize(
+    ("override", "group", "choices"),
+    [
+        ("strategy.optimizer.name=adamw", "strategy/optimizer=adamw", "adamw, sgd"),
+        ("strategy.lr_schedule.name=step", "strategy/lr_schedule=step", "constant, cosine, step"),
+    ],
+)
+def test_keys_that_became_groups_name_the_new_spelling(override, group, choices):
+    """The old `strategy.optimizer.name=...` spelling: an error naming the group and its choices."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tlbench.cli", "strategy=finetune", override], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert f"use {group}" in done.stderr and f"(choices: {choices})" in done.stderr

@@ -80,7 +80,27 @@ def _run_and_finish(cfg: DictConfig, run_dir: Path):
         finish()
 
 
+# Keys that became config groups: an override of the old key gets the new spelling, not Hydra's
+# "Key 'name' is not in struct".
+BECAME_GROUPS = {"strategy.optimizer.name": "strategy/optimizer", "strategy.lr_schedule.name": "strategy/lr_schedule"}
+
+
+def _check_renamed_overrides(argv: list[str]) -> None:
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        group = BECAME_GROUPS.get(key)
+        if group is not None:
+            choices = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+            print(
+                f"tlbench: error: {key} is now the config group {group}: use {group}={value or '...'} "
+                f"(choices: {', '.join(choices)})",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+
+
 def main() -> None:
+    _check_renamed_overrides(sys.argv[1:])
     rank = process_rank()
     if rank > 0 and not {"-m", "--multirun"} & set(sys.argv):
         # Under srun every rank runs the CLI: only rank 0 writes .hydra/ in the (SLURM-job-keyed)

@@ -1,7 +1,10 @@
 """Extraction as a LightningModule driven by Trainer.predict (eval mode, inference mode).
 
 Each batch's features go straight to a FeatureWriter on disk, so memory holds one batch whatever
-the size of the dataset (Trainer.predict runs with return_predictions=False)."""
+the size of the dataset (Trainer.predict runs with return_predictions=False). The writing stays here
+rather than in a BasePredictionWriter callback: the writer is opened per rank when predict starts,
+aborted by the pipeline on failure and committed with the layout the hooks found, all of which this
+module holds; a callback would need each of them handed over, for no gain."""
 
 from __future__ import annotations
 

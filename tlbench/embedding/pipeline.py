@@ -75,6 +75,10 @@ def run_extraction(
             return None
         features, cache, world_size = extracted
         extract_s = time.perf_counter() - t0
+        # The network is done once the features are on disk: its weights (528 MiB for VGG16) are
+        # freed (moved to the meta device, the module's structure kept) so that post-processing and
+        # the fit, whose memory grows with the data set, do not add to them.
+        backbone.model.to("meta")
 
         skipped = {
             split: [datamodule.dataset.splits[split].describe(i) for i in fs.skipped]
