@@ -37,6 +37,11 @@ class Result:
     layout: list[tuple[str, int]] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)  # fine-tuning: one row per epoch
     world_size: int = 1  # processes (ranks) that extracted or trained; 1 when every split was cached
+    # split -> the rows of its source split that it is (a few-shot draw, a validation holdout): settings,
+    # row count and a digest of the rows; the rows themselves are in subsets.npz in the run directory
+    subsets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # analyses fitted on this run's features (tlbench/analysis/): name -> {"protocol": ..., ...}
+    analyses: dict[str, Any] = field(default_factory=dict)
 
     @property
     def headline(self) -> float:
@@ -62,6 +67,7 @@ class Outcome:
     layout: list[tuple[str, int]] = field(default_factory=list)
     curve: list[dict[str, Any]] = field(default_factory=list)
     world_size: int = 1
+    analyses: dict[str, Any] = field(default_factory=dict)
 
 
 def write_results(result: Result, run_dir: str | Path) -> Path:

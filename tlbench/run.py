@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 
 from tlbench.data import TransferDataModule
 from tlbench.data.datamodule import check_loader_settings
+from tlbench.data.subsets import write_subset_rows
 from tlbench.data.transforms import eval_transform, train_augmentation
 from tlbench.distributed.environment import check_allocation, check_split_sizes
 from tlbench.embedding.pipeline import run_extraction
@@ -82,8 +83,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> Result | None:
         config=config,
         provenance=provenance(),
         run_dir=str(run_dir),
+        subsets={split: subset.record() for split, subset in datamodule.subsets.items()},
         **{**asdict(outcome), "timings": {**outcome.timings, "total": round(time.perf_counter() - started, 3)}},
     )
+    write_subset_rows(run_dir, datamodule.subsets)
     write_results(result, run_dir)
     if strategy.trains:  # the CSV logger has every epoch and the test already; W&B gets the tables too
         if isinstance(logger, WandbLogger):
@@ -110,6 +113,7 @@ def _extraction(
     postprocess = _build(FeaturePostprocess, "strategy.postprocess", **post_settings)
     # the dataset's metric scores the cross-validation of classifier.C=auto
     classifier = _build(instantiate, "classifier", cfg.classifier, metric=datamodule.dataset.metric)
+    analyses = _plain(cfg.get("analysis")) or {}  # conf/analysis/: fitted on the same features afterwards
     presets = taps_spec if isinstance(taps_spec, list) else [taps_spec]
     return run_extraction(
         backbone,
@@ -123,6 +127,9 @@ def _extraction(
         cache_dir=Path(cfg.paths.cache_dir) if cfg.cache else None,
         requeue=str(cfg.slurm.requeue),
         expected_dim=VGG16_FNE_DIM if {"vgg16_fne", "vgg16_fne_pre_relu"} & set(presets) else None,
+        strategy=str(cfg.strategy.name),
+        analyses=analyses,
+        make_classifier=lambda: instantiate(cfg.classifier, metric=datamodule.dataset.metric),
     )
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 from tlbench.data.build import build_dataset
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples, SubsetSamples
-from tlbench.data.subsets import per_class_subset, stratified_split
+from tlbench.data.subsets import SplitSubset, per_class_subset, stratified_split
 from tlbench.distributed.samplers import EpochShuffleSampler, ShardSampler, TrainingBatches
 from tlbench.errors import ConfigError, ImageDecodeError
 
@@ -159,6 +159,8 @@ class TransferDataModule(pl.LightningDataModule):
         self.few_shot_seed = few_shot_seed
         self.shuffle_seed = shuffle_seed
         self._dataset: DatasetSplits | None = None
+        self._sources: dict[str, ImageSamples] = {}
+        self._subsets: dict[str, SplitSubset] = {}
 
     @property
     def dataset(self) -> DatasetSplits:
@@ -168,10 +170,15 @@ class TransferDataModule(pl.LightningDataModule):
         return self._dataset
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the splits once: the dataset's own, then the validation holdout, then the few-shot subset."""
+        """Build the splits once: the dataset's own (the sources), then the validation holdout, then
+        the few-shot subset. Those two are rows of the source train split (`subsets`): fine-tuning
+        loads their images, extraction extracts the source once and selects the rows from its features."""
         if self._dataset is not None:
             return
         dataset = build_dataset(self.name, **self.params)
+        self._sources = dict(dataset.splits)
+        train_rows = np.arange(len(dataset.splits["train"]))
+        selection: dict[str, Any] = {}
         if self.val_fraction and "val" in dataset.splits:
             log.info(
                 "dataset.val_fraction=%s not used: %s has an official val split (%d images)",
@@ -180,16 +187,39 @@ class TransferDataModule(pl.LightningDataModule):
                 len(dataset.splits["val"]),
             )
         elif self.val_fraction:
-            train = dataset.splits["train"]
-            kept, held = stratified_split(train.labels, self.val_fraction, self.val_seed, what="validation holdout")
-            dataset.splits["train"] = SubsetSamples(train, kept)
-            dataset.splits["val"] = SubsetSamples(train, held)
+            kept, held = stratified_split(
+                dataset.splits["train"].labels, self.val_fraction, self.val_seed, what="validation holdout"
+            )
+            holdout = {"val_fraction": self.val_fraction, "val_seed": self.val_seed}
+            self._subsets["val"] = SplitSubset("train", held, dict(holdout))
+            train_rows, selection = kept, holdout
         if self.train_per_class is not None:
             # Drawn after the validation holdout, so val stays the same across shot counts.
-            train = dataset.splits["train"]
-            chosen = per_class_subset(train.labels, self.train_per_class, self.few_shot_seed, classes=dataset.classes)
-            dataset.splits["train"] = SubsetSamples(train, chosen)
+            labels = dataset.splits["train"].labels[train_rows]
+            chosen = per_class_subset(labels, self.train_per_class, self.few_shot_seed, classes=dataset.classes)
+            train_rows = train_rows[chosen]
+            selection = {**selection, "train_per_class": self.train_per_class, "few_shot_seed": self.few_shot_seed}
+        if selection:
+            self._subsets["train"] = SplitSubset("train", train_rows, selection)
+        for split, subset in self._subsets.items():
+            dataset.splits[split] = SubsetSamples(self._sources[subset.source], subset.rows)
         self._dataset = dataset
+
+    @property
+    def sources(self) -> dict[str, ImageSamples]:
+        """The dataset's own splits, before any holdout or few-shot subset: what extraction reads."""
+        self.setup()
+        return self._sources
+
+    @property
+    def subsets(self) -> dict[str, SplitSubset]:
+        """The splits that are rows of a source split (a validation holdout, a few-shot draw)."""
+        self.setup()
+        return self._subsets
+
+    @property
+    def source_names(self) -> list[str]:
+        return [s for s in ("train", "val", "test") if s in self.sources]
 
     @property
     def classes(self) -> list[str]:
@@ -202,11 +232,15 @@ class TransferDataModule(pl.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {s: len(self.dataset.splits[s]) for s in self.split_names}
 
-    def loader(self, split: str, training: bool = False, sampler: Sampler | None = None) -> DataLoader:
+    def loader(
+        self, split: str, training: bool = False, sampler: Sampler | None = None, source: bool = False
+    ) -> DataLoader:
         """Deterministic, ordered batches with the eval transform; `training`: shuffled, augmented.
-        `sampler` (tlbench.distributed.samplers, which deal the images to the ranks) replaces the order."""
+        `sampler` (tlbench.distributed.samplers, which deal the images to the ranks) replaces the order.
+        `source`: the dataset's own split, whatever subset of it this run uses (extraction)."""
         transform = self.train_transform if training and self.train_transform is not None else self.transform
-        dataset = TransformedSplit(self.dataset.splits[split], transform, self.input_size)
+        samples = self.sources[split] if source else self.dataset.splits[split]
+        dataset = TransformedSplit(samples, transform, self.input_size)
         workers = {
             "num_workers": self.num_workers,
             # workers live across the epochs of fine-tuning; an extraction loader is read once
@@ -244,4 +278,4 @@ class TransferDataModule(pl.LightningDataModule):
         return self.evaluation_loader("test")
 
     def predict_dataloader(self) -> list[DataLoader]:
-        return [self.loader(split) for split in self.split_names]
+        return [self.loader(split, source=True) for split in self.source_names]

@@ -4,9 +4,13 @@ subset. Splits that must stay identical across library versions are stored inste
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -14,6 +18,40 @@ from sklearn.model_selection import train_test_split
 from tlbench.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
+
+SUBSETS_FILE = "subsets.npz"  # in the run directory: the rows of each subset split
+
+
+@dataclass(frozen=True)
+class SplitSubset:
+    """A split that is rows of another one (its source): a validation holdout, a few-shot draw. The
+    features of a subset are the source's rows, so every draw reuses one extraction of the source."""
+
+    source: str  # the source split's name ("train")
+    rows: np.ndarray  # sorted indices into the source split
+    selection: dict[str, Any] = field(default_factory=dict)  # the settings that drew it (k, seeds, fraction)
+
+    def record(self) -> dict[str, Any]:
+        """For results.json: what drew the rows, how many, and a digest of them (the rows: subsets.npz)."""
+        rows = np.asarray(self.rows, dtype=np.int64)
+        return {
+            "source": self.source,
+            **self.selection,
+            "rows": len(rows),
+            "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()[:16],
+            "file": SUBSETS_FILE,
+        }
+
+
+def write_subset_rows(run_dir: str | Path, subsets: dict[str, SplitSubset]) -> Path | None:
+    """subsets.npz: each subset split's rows of its source, as int64 (None when there is no subset)."""
+    if not subsets:
+        return None
+    path = Path(run_dir) / SUBSETS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, **{split: np.asarray(s.rows, dtype=np.int64) for split, s in subsets.items()})
+    return path
 
 
 def stratified_split(

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,25 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.plugins.environments import LightningEnvironment
 
+from tlbench.analysis import check_analyses, run_analyses
+from tlbench.analysis.probe import ProbeResult
 from tlbench.data.datamodule import TransferDataModule
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples
 from tlbench.distributed.environment import launched_world_size, process_rank, requeue_owner
 from tlbench.distributed.requeue import requeue_on_sigusr1
+from tlbench.embedding.classifier_fit import fit_classifier, selects_on_val
 from tlbench.embedding.extractor import FeatureExtractor
 from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.prepared import prepare_inputs
 from tlbench.embedding.progress import ExtractionProgressBar
 from tlbench.embedding.shards import check_coverage, gather_features, shard_name
 from tlbench.embedding.store import FeatureSet, FeatureStore, FeatureWriter, cache_key, row_slices
+from tlbench.embedding.views import row_view
 from tlbench.errors import ConfigError, DatasetError, ImageDecodeError
 from tlbench.metrics import classification_metrics
 from tlbench.models import Backbone, Tap
+from tlbench.predictions import SplitPredictions, write_predictions
 from tlbench.results import Outcome
 from tlbench.trainer import build_trainer
 
@@ -55,12 +61,28 @@ def run_extraction(
     cache_dir: Path | None,
     requeue: str = "auto",
     expected_dim: int | None = None,
+    strategy: str = "fne",
+    analyses: dict[str, Any] | None = None,
+    make_classifier: Callable[[], Any] | None = None,
 ) -> Outcome | None:
     """The Outcome on rank 0; None on the other ranks of a multi-process run (their share of the
     features is with rank 0). `trainer`: the Trainer's settings (trainer.trainer_settings);
     `cache_dir` None: no cache, the features stream into the run directory and are removed at the end;
-    `expected_dim`: the feature dimension a preset fixes (VGG16's FNE), checked after extraction."""
-    if _selects_on_val(classifier) and "val" not in datamodule.split_names:
+    `expected_dim`: the feature dimension a preset fixes (VGG16's FNE), checked after extraction;
+    `analyses`: name -> settings of the analyses fitted on the same features afterwards
+    (tlbench/analysis/), each probe with a classifier from `make_classifier` (built like `classifier`)."""
+    analyses = analyses or {}
+    if analyses:
+        check_analyses(
+            analyses,
+            [str(t) for t in taps],
+            strategy,
+            few_shot_run=datamodule.train_per_class is not None,
+            c_auto_kfold=getattr(classifier, "C", None) == "auto" and not selects_on_val(classifier),
+        )
+        if make_classifier is None:
+            raise ValueError("analyses need make_classifier, a factory of fresh classifiers")
+    if selects_on_val(classifier) and "val" not in datamodule.split_names:
         raise ConfigError(
             "classifier.c_selection=validation scores C on the val split, and this dataset has none: use its "
             "official val split (e.g. flowers102, dtd, fgvc_aircraft) or hold one out with dataset.val_fraction=0.2"
@@ -103,11 +125,35 @@ def run_extraction(
             fit_s = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            metrics = {}
-            for split in evaluated:
-                predictions = classifier.predict(inputs[split])
-                metrics[split] = classification_metrics(features[split].labels, predictions, len(datamodule.classes))
+            predictions = {split: np.asarray(classifier.predict(inputs[split])) for split in evaluated}
+            metrics = {
+                split: classification_metrics(features[split].labels, predictions[split], len(datamodule.classes))
+                for split in evaluated
+            }
             evaluate_s = time.perf_counter() - t0
+            write_predictions(
+                run_dir,
+                {s: SplitPredictions(features[s].indices, features[s].labels, predictions[s]) for s in evaluated},
+            )
+
+            t0 = time.perf_counter()
+            records = {}
+            if analyses:
+                assert make_classifier is not None
+                records = run_analyses(
+                    analyses,
+                    features,
+                    inputs,
+                    ProbeResult(predictions, metrics, fit_s),
+                    postprocess_settings,
+                    make_classifier,
+                    datamodule.dataset.metric,
+                    datamodule.classes,
+                    strategy,
+                    run_dir,
+                    {"dataset": name, "model": backbone.name},
+                )
+            analyses_s = time.perf_counter() - t0
 
         return Outcome(
             metrics=metrics,
@@ -117,6 +163,7 @@ def run_extraction(
                 **_extraction_rate(features, cache, extract_s),
                 "fit": round(fit_s, 3),
                 "evaluate": round(evaluate_s, 3),
+                **({"analyses": round(analyses_s, 3)} if analyses else {}),
             },
             cache=cache,
             skipped_files=skipped,
@@ -125,6 +172,7 @@ def run_extraction(
             classifier=classifier.describe(),
             layout=train.layout,
             world_size=world_size,
+            analyses=records,
         )
     finally:  # the features of a run without cache were on disk only for this run
         if cache_dir is None and scratch_owner:
@@ -142,8 +190,10 @@ def extraction_key(
     split: str,
     precision: Any,
     channels_last: bool = False,
+    samples: ImageSamples | None = None,
 ) -> str:
-    """The FeatureStore key: everything that determines the features of one split."""
+    """The FeatureStore key: everything that determines the features of one split. `samples`: the
+    images extracted, when not `dataset.splits[split]` (a source split whose subset the run uses)."""
     return cache_key(
         backbone=backbone.name,
         source=backbone.source,
@@ -156,7 +206,7 @@ def extraction_key(
         dataset=dataset.name,
         dataset_params=dataset.params,
         split=split,
-        content=dataset.splits[split].fingerprint(),
+        content=(samples if samples is not None else dataset.splits[split]).fingerprint(),
     )
 
 
@@ -170,7 +220,9 @@ def extract_splits(
 ) -> tuple[dict[str, FeatureSet], dict[str, str], int] | None:
     """Features of every split, from the FeatureStore when present, else by Trainer.predict on one
     or several ranks, with the cache outcome per split and the number of ranks. Rank 0 gets them
-    all; other ranks get None once their share is written."""
+    all; other ranks get None once their share is written. What is extracted and cached are the
+    dataset's own splits (`datamodule.sources`); a split that is a subset of one (a few-shot draw, a
+    validation holdout) is then its rows (views.row_view): every draw reuses one extraction."""
     name = datamodule.dataset.name
     store = FeatureStore(cache_dir) if cache_dir is not None else None
     keys = {
@@ -182,8 +234,9 @@ def extract_splits(
             split,
             trainer.get("precision"),
             backbone.channels_last,
+            samples=datamodule.sources[split],
         )
-        for split in datamodule.split_names
+        for split in datamodule.source_names
     }
 
     def look_up() -> tuple[dict[str, FeatureSet | None], list[str]]:
@@ -208,7 +261,7 @@ def extract_splits(
     cache: dict[str, str] = {}
     # Without the cache the features still stream to disk, into the run directory (removed at the end).
     target = store if store is not None else FeatureStore(run_dir / SCRATCH_DIR)
-    for split in datamodule.split_names:
+    for split in datamodule.source_names:
         if split not in missing:
             if rank0:
                 log.info("cache hit: %s features of %s/%s from %s", split, name, split, target.path(keys[split]))
@@ -220,7 +273,11 @@ def extract_splits(
             features[split], cache[split] = merged, "miss"
     if not rank0:
         return None
-    return features, cache, predictor.world_size if predictor is not None and missing else 1
+    world_size = predictor.world_size if predictor is not None and missing else 1
+    for split, subset in datamodule.subsets.items():
+        features[split] = row_view(features[subset.source], subset.rows)
+        cache.setdefault(split, cache[subset.source])
+    return {s: features[s] for s in datamodule.split_names}, {s: cache[s] for s in datamodule.split_names}, world_size
 
 
 def extract_split(
@@ -233,11 +290,12 @@ def extract_split(
     key: str,
     run_dir: Path,
 ) -> FeatureSet | None:
-    """One split through Trainer.predict, each batch streamed to disk: straight into `target[key]`
-    with one process; with several, each rank's share into a shard in the run directory (the same
-    for all ranks of this job and never another job's), merged by rank 0."""
+    """One source split (the dataset's own, `datamodule.sources`) through Trainer.predict, each batch
+    streamed to disk: straight into `target[key]` with one process; with several, each rank's share
+    into a shard in the run directory (the same for all ranks of this job and never another job's),
+    merged by rank 0."""
     name = datamodule.dataset.name
-    samples = datamodule.dataset.splits[split]
+    samples = datamodule.sources[split]
     world = trainer.world_size
     what = f"{name}/{split}"
     log.info("extracting %s: %d images on %d process(es)", what, len(samples), world)
@@ -249,7 +307,7 @@ def extract_split(
     extractor = FeatureExtractor(backbone.model, taps, open_writer, channels_last=backbone.channels_last)
     t0 = time.perf_counter()
     try:
-        trainer.predict(extractor, dataloaders=datamodule.loader(split), return_predictions=False)
+        trainer.predict(extractor, dataloaders=datamodule.loader(split, source=True), return_predictions=False)
     except BaseException:
         if extractor.writer is not None:
             extractor.writer.abort()
@@ -283,7 +341,7 @@ def _cached(store: FeatureStore | None, key: str, datamodule: TransferDataModule
     if store is None:
         return None
     stored = store.load(key)
-    if stored is not None and _any_now_readable(datamodule.dataset.splits[split], stored.skipped):
+    if stored is not None and _any_now_readable(datamodule.sources[split], stored.skipped):
         log.info("images skipped when %s/%s was cached now decode: extracting again", datamodule.dataset.name, split)
         return None
     return stored
@@ -365,27 +423,3 @@ def check_classes_seen(features: dict[str, FeatureSet], classes: list[str], list
                 f"the {split} split has classes with no training image: {[classes[i] for i in unseen]}. "
                 "Add training images for them or remove them from the evaluation split."
             )
-
-
-# --- 4. the classifier ---
-
-
-def _selects_on_val(classifier: Any) -> bool:
-    return getattr(classifier, "c_selection", "kfold") == "validation"
-
-
-def fit_classifier(classifier: Any, inputs: dict[str, np.ndarray], features: dict[str, FeatureSet]) -> list[str]:
-    """Fit on the train rows and return the splits to evaluate (val, when there is one, and test).
-    With c_selection=validation (the linear evaluation of Kornblith et al. 2019 as SimCLR App. B.8.1
-    states it: "After selecting the optimal hyperparameters on the validation set, we retrained the
-    model ... using all training and validation images"), C is scored on the val split and the final
-    fit uses train + val, so val is no longer held out and only test is evaluated."""
-    train = features["train"]
-    if not _selects_on_val(classifier):
-        classifier.fit(inputs["train"], train.labels)
-        return [s for s in ("val", "test") if s in features]
-    n, m = len(train.labels), len(features["val"].labels)
-    rows = np.concatenate([inputs["train"], inputs["val"]])
-    labels = np.concatenate([train.labels, features["val"].labels])
-    classifier.fit(rows, labels, folds=[(np.arange(n), np.arange(n, n + m))])
-    return ["test"]

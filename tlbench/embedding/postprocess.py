@@ -58,9 +58,10 @@ class Standardizer:
     def transform(self, features: np.ndarray) -> np.ndarray:
         if self.mean is None or self.std is None:
             raise RuntimeError("Standardizer.transform before fit")
-        centered = features.astype(np.float64) - self.mean
-        out = np.zeros_like(centered)
-        np.divide(centered, self.std, out=out, where=self.std != 0)
+        # (x - mean) / std in float64; a constant feature divides by inf instead of 0, giving 0 (as
+        # np.divide(..., where=std != 0) into zeros did, in one pass fewer)
+        out = np.subtract(features, self.mean, dtype=np.float64)
+        out /= np.where(self.std != 0, self.std, np.inf)
         return out.astype(np.float32)
 
 
@@ -68,10 +69,8 @@ def discretize(standardized: np.ndarray, negative: float = -0.25, positive: floa
     """{-1, 0, 1} as int8: above `positive` -> 1, below `negative` -> -1, both bounds map to 0."""
     if negative > positive:
         raise ValueError(f"discretization thresholds must satisfy negative <= positive, got {negative} > {positive}")
-    out = np.zeros(standardized.shape, dtype=np.int8)
-    out[standardized > positive] = 1
-    out[standardized < negative] = -1
-    return out
+    # two comparisons and a subtraction of their bytes: faster than masked assignment, the same values
+    return (standardized > positive).view(np.int8) - (standardized < negative).view(np.int8)
 
 
 L2_MODES = ("image", "layer")

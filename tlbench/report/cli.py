@@ -7,6 +7,8 @@ tlbench-report                     (every run in $TLBENCH_OUTPUT_DIR/runs and /m
 tlbench-report outputs/multiruns/2026-11-28_10-00-00
 tlbench-report outputs/ --rows model --cols dataset --metric top1 --out report/
 tlbench-report outputs/runs --rows method --cols dataset        (+ ours / paper)
+tlbench-report outputs/ --rows method --cols dataset --compare fne fc7   (paired tests of two rows)
+tlbench-report compare RUN_A RUN_B [--metric top1] [--resamples 10000]  (two runs, same test images)
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def parser() -> argparse.ArgumentParser:
         "differ in another setting than seed or split (classifier.C, dataset.train_per_class, ...) "
         "are not averaged: each setting gets its own row, e.g. 'finetune [classifier.C=0.1]'. With "
         "--rows method --cols dataset, runs of a preset with paper numbers (config.paper) are also "
-        "compared with the paper, on the paper's metric whatever --metric shows.",
+        "compared with the paper, on the paper's metric whatever --metric shows. "
+        "`tlbench-report compare RUN_A RUN_B` compares two runs on the same test images instead "
+        "(paired bootstrap, McNemar; see tlbench-report compare --help).",
     )
     p.add_argument(
         "paths",
@@ -55,10 +59,64 @@ def parser() -> argparse.ArgumentParser:
         help="headline: each dataset's own metric (default); the paper comparison uses the paper's metric",
     )
     p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("ROW_A", "ROW_B"),
+        help="also compare two rows: per column, their runs paired by seed/split, with paired t and Wilcoxon "
+        "tests over the pairs, and McNemar and a paired bootstrap over the test images where the runs have "
+        "predictions.npz; printed after the table and written to compare.md and compare.csv in --out",
+    )
+    p.add_argument(
+        "--resamples", type=_positive_int, default=10000, help="bootstrap resamples for --compare (default 10000)"
+    )
+    p.add_argument(
         "--out",
         help="folder for report.{md,csv,tex,png} (default: report/ in $TLBENCH_OUTPUT_DIR, or outputs/report)",
     )
     return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tlbench-report compare",
+        description="Compare two runs evaluated on the same test images (same dataset, split and image "
+        "indices, from their predictions.npz): each run's test metric, the difference A - B with a paired "
+        "bootstrap 95% interval over the test images, and McNemar's exact test on the images only one run "
+        "gets right. Fine-tuning runs write no predictions.npz yet.",
+    )
+    p.add_argument("run_a", metavar="RUN_A", help="run directory (or its results.json)")
+    p.add_argument("run_b", metavar="RUN_B", help="run directory (or its results.json)")
+    p.add_argument(
+        "--metric",
+        default="headline",
+        choices=["headline", "top1", "mean_per_class"],
+        help="headline: the dataset's own metric (default)",
+    )
+    p.add_argument("--resamples", type=_positive_int, default=10000, help="bootstrap resamples (default 10000)")
+    return p
+
+
+def compare_main(argv: list[str]) -> int:
+    """tlbench-report compare RUN_A RUN_B."""
+    args = compare_parser().parse_args(argv)
+    from tlbench.report.compare import compare_runs, load_run  # scipy: only when comparing
+
+    try:
+        comparison = compare_runs(load_run(args.run_a), load_run(args.run_b), args.metric, args.resamples)
+    except TlbenchError as exc:
+        print(f"tlbench-report: error: {exc}", file=sys.stderr)
+        return 2
+    for warning in comparison.warnings:
+        print(f"tlbench-report: warning: {warning}", file=sys.stderr)
+    print(comparison.text())
+    return 0
 
 
 def output_dir() -> tuple[Path, str]:
@@ -101,7 +159,11 @@ def check_paths(paths: list[str] | list[Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # a results folder named compare: pass it as ./compare
+        return compare_main(argv[1:])
     args = parser().parse_args(argv)
+    rows = None
     try:
         if args.wandb and args.paths:
             raise TlbenchError("give result paths, or --wandb ENTITY/PROJECT (not both)")
@@ -117,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             raise TlbenchError("every results.json found was unreadable (listed above)")
         table = build_table(found.results, args.rows, args.cols, args.metric)
         comparison = paper_comparison(table)
+        if args.compare:
+            from tlbench.report.compare import compare_rows  # scipy: only when comparing
+
+            rows = compare_rows(table, *args.compare, resamples=args.resamples)
     except TlbenchError as exc:
         print(f"tlbench-report: error: {exc}", file=sys.stderr)
         return 2
@@ -133,10 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     from tlbench.report.plot import save_figure  # matplotlib: not for --help or an error
 
     save_figure(table, out / "report.png")
+    written = "report.md, report.csv, report.tex, report.png"
+    if rows is not None:
+        (out / "compare.md").write_text(rows.title() + "\n\n" + rows.markdown())
+        (out / "compare.csv").write_text(rows.csv())
+        written += ", compare.md, compare.csv"
     metric = "each dataset's headline metric" if args.metric == "headline" else args.metric
     print(f"test {metric}, % (mean±std (n) over seeds/splits; best per column in bold), {len(found.results)} runs:\n")
     print(markdown)
-    print(f"written: {out}/report.md, report.csv, report.tex, report.png")
+    if rows is not None:
+        print(rows.title() + "\n")
+        print(rows.markdown())
+    print(f"written: {out}/{written}")
     return 0
 
 
