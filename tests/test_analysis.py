@@ -10,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from tlbench.analysis import check_analyses
 from tlbench.analysis.few_shot import few_shot_curve, resolve_methods
 from tlbench.analysis.layer_curve import layer_curve
 from tlbench.analysis.probe import fit_probe
+from tlbench.analysis.runner import check_analyses
 from tlbench.classifiers import LinearSVM
 from tlbench.data.subsets import per_class_subset
 from tlbench.embedding.postprocess import FeaturePostprocess
@@ -155,3 +155,13 @@ def test_records_are_plain_json():
     inputs, whole = whole_fit(features, FNE)
     record = layer_curve(features, inputs, whole, FNE, make_svm, "top1", 3, resamples=100)
     assert json.loads(json.dumps(record))["rows"][0]["tap"] == "conv1"
+
+
+def test_fine_tuning_with_an_analysis_is_refused_before_anything_is_built(tmp_path):
+    from test_run_wiring import compose_cfg
+
+    from tlbench.run import run
+
+    cfg = compose_cfg(tmp_path, tmp_path / "no-such-folder", "strategy=finetune", "analysis=layer_curve")
+    with pytest.raises(ConfigError, match="analysis=layer_curve fits probes on extracted features"):
+        run(cfg, tmp_path / "run")

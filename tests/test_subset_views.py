@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import colour_folder
-from test_run_wiring import compose_cfg
+from conftest import colour_folder, read_json, run_cli
+from test_run_wiring import SMALL, compose_cfg
 
 from tlbench.data.subsets import SUBSETS_FILE, per_class_subset
 from tlbench.embedding import extractor
@@ -116,3 +116,24 @@ def test_analyses_of_a_run_and_a_few_shot_point_equal_to_the_run_with_that_draw(
     assert single.cache == {"train": "hit", "test": "hit"}
     assert points["fne", "2"]["values"][1] == pytest.approx(single.metrics["test"]["top1"])
     assert sum(forward_images) == 18 + 9
+
+
+def test_analyses_run_as_a_hydra_multirun_from_one_extraction(tmp_path, folder):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        tmp_path,
+        "-m",
+        "analysis=layer_curve,few_shot",
+        "analysis.few_shot.shots=[1,null]",
+        "analysis.few_shot.seeds=[0,1]",
+        "dataset=imagefolder",
+        f"dataset.root={folder}",
+        *SMALL,
+        "logger=none",
+        f"hydra.sweep.dir={sweep}",
+    )
+    jobs = [read_json(sweep / str(i) / "results.json") for i in (0, 1)]
+    assert [set(job["analyses"]) for job in jobs] == [{"layer_curve"}, {"few_shot"}]
+    assert jobs[0]["cache"] == {"train": "miss", "test": "miss"} and jobs[1]["cache"] == {"train": "hit", "test": "hit"}
+    assert (sweep / "0" / "analysis" / "layer_curve.png").is_file()
+    assert (sweep / "1" / "analysis" / "few_shot.csv").read_text().startswith("method,")

@@ -177,6 +177,11 @@ def _check_config(cfg: DictConfig) -> Strategy:
     strategy = STRATEGIES.get(cfg.strategy.name)
     if strategy is None:
         raise ConfigError(f"strategy {cfg.strategy.name!r} is not implemented; available: {', '.join(STRATEGIES)}")
+    if strategy.trains and cfg.get("analysis"):
+        raise ConfigError(
+            f"analysis={','.join(cfg.analysis)} fits probes on extracted features, and strategy={cfg.strategy.name} "
+            "extracts none: use strategy=fne (every layer) or strategy=last_layer"
+        )
     try:  # an unset environment variable in an interpolation, found now rather than mid-run
         OmegaConf.to_container(cfg, resolve=True)
     except InterpolationResolutionError as exc:

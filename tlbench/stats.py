@@ -313,3 +313,28 @@ def paired_test(a: Any, b: Any, test: str = "t", confidence: float = 0.95) -> di
         out.update(statistic=None, p_value=None)
         out["method"] += "; scipy returned no finite result"
     return out
+
+
+def compare_on_images(
+    labels: Any,
+    predictions_a: Any,
+    predictions_b: Any,
+    metric: str,
+    num_classes: int,
+    confidence: float = 0.95,
+    resamples: int = 10000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Two methods on the same test images, both ways: metric(a) - metric(b) with its paired bootstrap
+    interval, and McNemar's exact test on the images only one of them gets right."""
+    boot = paired_bootstrap(labels, predictions_a, predictions_b, metric, num_classes, confidence, resamples, seed)
+    mcnemar = mcnemar_exact(labels, predictions_a, predictions_b)
+    return {
+        "difference": boot["difference"],
+        "low": boot["low"],
+        "high": boot["high"],
+        "p_value": mcnemar["p_value"],
+        "a_only": mcnemar["a_only"],
+        "b_only": mcnemar["b_only"],
+        "method": f"{boot['method']}; {mcnemar['method']}",
+    }

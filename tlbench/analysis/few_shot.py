@@ -27,7 +27,7 @@ from tlbench.data.subsets import per_class_subset
 from tlbench.embedding.store import FeatureSet
 from tlbench.embedding.views import tap_columns
 from tlbench.errors import ConfigError
-from tlbench.stats import bootstrap_interval, mcnemar_exact, mean_interval, paired_bootstrap, paired_test
+from tlbench.stats import bootstrap_interval, compare_on_images, mean_interval, paired_test
 
 log = logging.getLogger(__name__)
 
@@ -240,18 +240,8 @@ def _compare(
             },
         }
     pa, pb = results_a[0].predictions["test"], results_b[0].predictions["test"]
-    boot = paired_bootstrap(labels, pa, pb, metric, num_classes, confidence, resamples)
-    mcnemar = mcnemar_exact(labels, pa, pb)
-    return {
-        **base,
-        "mean_difference": boot["difference"],
-        "low": boot["low"],
-        "high": boot["high"],
-        "p_value": mcnemar["p_value"],
-        "a_only": mcnemar["a_only"],
-        "b_only": mcnemar["b_only"],
-        "method": f"{boot['method']}; {mcnemar['method']}",
-    }
+    both = compare_on_images(labels, pa, pb, metric, num_classes, confidence, resamples)
+    return {**base, "mean_difference": both.pop("difference"), **both}
 
 
 def _fmt(value: float | None) -> str:

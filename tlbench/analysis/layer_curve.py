@@ -20,7 +20,7 @@ import numpy as np
 from tlbench.analysis.probe import ProbeResult, columns_of, columnwise, fit_probe
 from tlbench.embedding.store import FeatureSet
 from tlbench.embedding.views import tap_columns
-from tlbench.stats import bootstrap_interval, mcnemar_exact, paired_bootstrap
+from tlbench.stats import bootstrap_interval, compare_on_images
 
 log = logging.getLogger(__name__)
 
@@ -139,20 +139,14 @@ def _compare(
 ) -> dict[str, Any]:
     """Two probes on the same test images: the difference a - b with its paired bootstrap interval,
     and McNemar's exact test on the images one gets right and the other wrong."""
-    pa, pb = a.predictions["test"], b.predictions["test"]
-    boot = paired_bootstrap(labels, pa, pb, metric, num_classes, resamples=resamples, seed=seed)
-    mcnemar = mcnemar_exact(labels, pa, pb)
+    both = compare_on_images(
+        labels, a.predictions["test"], b.predictions["test"], metric, num_classes, resamples=resamples, seed=seed
+    )
     return {
         "a": name_a,
         "b": name_b,
         "metric": metric,
         "a_value": a.metrics["test"][metric],
         "b_value": b.metrics["test"][metric],
-        "difference": boot["difference"],
-        "low": boot["low"],
-        "high": boot["high"],
-        "p_value": mcnemar["p_value"],
-        "a_only": mcnemar["a_only"],
-        "b_only": mcnemar["b_only"],
-        "method": f"{boot['method']}; {mcnemar['method']}",
+        **both,
     }

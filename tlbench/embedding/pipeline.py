@@ -22,8 +22,8 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.plugins.environments import LightningEnvironment
 
-from tlbench.analysis import check_analyses, run_analyses
 from tlbench.analysis.probe import ProbeResult
+from tlbench.analysis.runner import check_analyses, run_analyses
 from tlbench.data.datamodule import TransferDataModule
 from tlbench.data.registry import DatasetSplits
 from tlbench.data.samples import ImageSamples
