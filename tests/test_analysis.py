@@ -165,3 +165,13 @@ def test_fine_tuning_with_an_analysis_is_refused_before_anything_is_built(tmp_pa
     cfg = compose_cfg(tmp_path, tmp_path / "no-such-folder", "strategy=finetune", "analysis=layer_curve")
     with pytest.raises(ConfigError, match="analysis=layer_curve fits probes on extracted features"):
         run(cfg, tmp_path / "run")
+
+
+def test_a_k_above_every_class_is_one_draw_with_a_test_image_interval():
+    features = synthetic()  # 20 training images per class
+    methods = resolve_methods(["fne", "last_layer"], LAYOUT, FNE, L2)
+    record = few_shot_curve(features, methods, [50], [0, 1, 2], make_svm, "top1", 3, CLASSES, resamples=100)
+    point = record["points"][0]
+    assert len(point["values"]) == 1 and "bootstrap" in point["interval"]
+    assert point["low"] <= point["mean"] <= point["high"]
+    assert "McNemar" in record["comparisons"][0]["method"], "one draw: compared on the test images"

@@ -108,10 +108,12 @@ def few_shot_curve(
     for k in shots:
         label = "all" if k is None else str(k)
         draws = [np.arange(len(train.labels))] if k is None else _draws(train.labels, k, seeds, classes)
+        if len({d.tobytes() for d in draws}) == 1:  # k at or above every class's size: one draw, not n seeds
+            draws = draws[:1]
         per_class = float(np.mean(np.bincount(train.labels[draws[0]])[np.unique(train.labels[draws[0]])]))
         results: dict[str, list[ProbeResult]] = {}
         for method in methods:
-            fits: dict[str, ProbeResult] = {}  # one fit per distinct draw (k above every class: all the same)
+            fits: dict[str, ProbeResult] = {}  # one fit per distinct draw
             results[method.name] = []
             for rows in draws:
                 digest = hashlib.sha256(rows.tobytes()).hexdigest()
