@@ -123,9 +123,7 @@ def test_analyses_run_as_a_hydra_multirun_from_one_extraction(tmp_path, folder):
     run_cli(
         tmp_path,
         "-m",
-        "analysis=layer_curve,few_shot",
-        "analysis.few_shot.shots=[1,null]",
-        "analysis.few_shot.seeds=[0,1]",
+        "analysis=layer_curve,few_shot",  # each job its own analysis, at its defaults
         "dataset=imagefolder",
         f"dataset.root={folder}",
         *SMALL,
