@@ -78,6 +78,18 @@ def _run_and_finish(cfg: DictConfig, run_dir: Path):
         return run(cfg, run_dir)
     finally:
         finish()
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the DDP process group Lightning opened (it never does). Left to the interpreter's exit,
+    gloo's threads were destroyed still joinable and a rank that finished first aborted ("terminate
+    called without an active exception"), which failed the whole srun step after rank 0 had written
+    its results. Every collective is over by now, and destroying is local to this process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # Keys that became config groups: an override of the old key gets the new spelling, not Hydra's
