@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tlbench.models.taps import Tap
+from tlbench.models.taps import Tap, token_layout
 
 
 def channel_dim_of(module: nn.Module) -> int | None:
@@ -32,7 +32,8 @@ def guess_channel_dim(shape: Sequence[int]) -> int:
 
 
 def reduce_activation(tensor: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
-    """4-D maps -> spatial mean per channel (N, C); (N, L, C) tokens -> mean over L; (N, D) as it is.
+    """4-D maps -> spatial mean per channel (N, C); (N, L, C) tokens -> mean over all L (taps
+    without a token read; see `reduce_tokens`); (N, D) as it is.
 
     Runs inside the hook: an in-place ReLU after a tapped conv would otherwise overwrite the
     tensor before anyone read it.
@@ -49,6 +50,18 @@ def reduce_activation(tensor: torch.Tensor, channel_dim: int = 1) -> torch.Tenso
     return reduced.float()
 
 
+def reduce_tokens(tensor: torch.Tensor, tokens: str, prefix: int) -> torch.Tensor:
+    """(N, L, C) tokens -> (N, C): token 0 ("cls") or the mean of tokens [prefix:] ("patches"),
+    the class token and the patch pooling of timm's global_pool_nlc (vision_transformer.py)."""
+    if tensor.dim() != 3 or tensor.shape[1] <= prefix:
+        raise RuntimeError(
+            f"a ':{tokens}' tap reads (N, L, C) tokens with more than {prefix} prefix tokens; got {tuple(tensor.shape)}"
+        )
+    tensor = tensor.detach()
+    reduced = tensor[:, 0].clone() if tokens == "cls" else tensor[:, prefix:].mean(dim=1)
+    return reduced.float()
+
+
 class TapRecorder:
     """Registers one hook per tap; `collect()` returns the batch's features concatenated in tap
     order (and, for a module called several times, in call order)."""
@@ -59,6 +72,8 @@ class TapRecorder:
         # Channel position of each tap's 4-D tensors, fixed at the first call so that every batch
         # is reduced the same way.
         self._channel_dims: dict[Tap, int | None] = {}
+        # Prefix tokens (class, distillation, register) that a ':patches' tap leaves out.
+        self._prefix = token_layout(model).prefix if any(tap.tokens for tap in self.taps) else 0
         self._handles = []
         self.layout: list[tuple[str, int]] | None = None
         for tap in self.taps:
@@ -83,6 +98,9 @@ class TapRecorder:
         return hook
 
     def _record(self, tap: Tap, tensor: torch.Tensor) -> None:
+        if tap.tokens is not None:
+            self._records[tap].append(reduce_tokens(tensor, tap.tokens, self._prefix))
+            return
         if tensor.dim() == 4 and self._channel_dims.get(tap) is None:
             self._channel_dims[tap] = guess_channel_dim(tensor.shape)
         self._records[tap].append(reduce_activation(tensor, self._channel_dims.get(tap) or 1))

@@ -51,6 +51,9 @@ class Backbone:
     # the model's FNE tap preset (or module names), read by strategy=fne through ${model.fne_taps}
     fne_taps: str | list[str] | None = None
     channels_last: bool = False  # extraction in NHWC memory format (a separate features cache key)
+    # the weights' ImageNet top-1 (%) as their model card states it: the naive baseline a
+    # transferability score must beat when ranking models (tlbench-report --scores)
+    imagenet_top1: float | None = None
 
     def describe(self) -> dict:
         return {
@@ -61,6 +64,7 @@ class Backbone:
             # data_config holds the key only for caffe (torchvision keeps its cache keys): say it always
             "preprocessing": self.data_config.get("preprocessing", "torchvision"),
             "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            "imagenet_top1": self.imagenet_top1,
         }
 
 
@@ -76,6 +80,7 @@ def create_backbone(
     caffe_mean: Sequence[float] | None = None,
     fne_taps: str | Sequence[str] | None = None,
     channels_last: bool = False,
+    imagenet_top1: float | None = None,
 ) -> Backbone:
     """Build `name` from `source`, with weights from `weights` (a file) or the source's pretrained set.
 
@@ -84,7 +89,8 @@ def create_backbone(
     `preprocessing` is the input convention the weights were trained with: "torchvision" (RGB in
     [0, 1], then the data config's mean/std) or "caffe" (BGR in 0-255 minus `caffe_mean`, given in
     BGR order; None = the Keras/Caffe ImageNet mean), e.g. for a converted Places365 VGG16.
-    `fne_taps` and `channels_last` are carried on the Backbone for the extraction (every key of a
+    `fne_taps` and `channels_last` are carried on the Backbone for the extraction, `imagenet_top1` (the
+    weights' ImageNet top-1 %, from their model card) into results.json (every key of a
     conf/model/*.yaml is a parameter here, so Hydra instantiates the group).
     """
     if source not in SOURCES:
@@ -106,7 +112,18 @@ def create_backbone(
         defaults = {}
     config = resolve_data_config(model, {**defaults, **overrides}) | input_convention
     taps = fne_taps if fne_taps is None or isinstance(fne_taps, str) else list(fne_taps)
-    return Backbone(model, name, source, weights_id, head, config, fne_taps=taps, channels_last=bool(channels_last))
+    top1 = None if imagenet_top1 is None else float(imagenet_top1)
+    return Backbone(
+        model,
+        name,
+        source,
+        weights_id,
+        head,
+        config,
+        fne_taps=taps,
+        channels_last=bool(channels_last),
+        imagenet_top1=top1,
+    )
 
 
 def _head_name(model: nn.Module) -> str:
