@@ -1,0 +1,1 @@
+"""Third-party reference implementations that the tests compare tlbench's own code against."""
