@@ -251,3 +251,19 @@ def test_scores_of_a_wide_float32_embedding_never_allocate_d_by_d():
     assert scores["nearest_centroid"] > 0.5
     # One D x D float64 matrix would be 2.9 GB; the N x N ones are 32 MB each (measured peak: 0.16 GB).
     assert peak < 0.6e9, f"peak traced memory {peak / 1e9:.2f} GB"
+
+
+def test_integer_cross_products_in_float32_equal_float64():
+    """FNE inputs ({-1, 0, 1} int8) take the float32 cross-product path: bit-identical to float64."""
+    from tlbench.analysis.scores import _exact_in_float32
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 4
+    for d in (50, 400):  # the cov side (D < N) and the Gram side (D >= N)
+        x = rng.integers(-1, 2, size=(300, d)).astype(np.int8)
+        fast, slow = FeatureStats(x, labels), FeatureStats(x.astype(np.float64), labels)
+        assert fast.side == slow.side
+        np.testing.assert_array_equal(fast.cross, slow.cross)
+        assert fast.logme(corrected=True) == pytest.approx(slow.logme(corrected=True), rel=1e-12)
+    big = np.full((2000, 5), 127, dtype=np.int8)  # 2,000 * 127**2 > 2**24: float64
+    assert _exact_in_float32(big[:1000], terms=1000) and not _exact_in_float32(big, terms=2000)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from tlbench.analysis.probe import ProbeResult, columns_of, columnwise, fit_probe
+from tlbench.analysis.transferability import correlations, layer_scores
+from tlbench.analysis.transferability import protocol as score_protocol
+from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.store import FeatureSet
 from tlbench.embedding.views import tap_columns
 from tlbench.stats import bootstrap_interval, compare_on_images
@@ -37,43 +40,62 @@ def layer_curve(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    scores: Sequence[str] = (),
+    knn_k: int = 20,
+    knn_temperature: float = 0.07,
 ) -> dict[str, Any]:
     """The record of the layer curve (results.json `analyses.layer_curve`). `inputs`: the whole
-    embedding post-processed, per split; `whole`: the run's own fit on them (the FNE row)."""
+    embedding post-processed, per split; `whole`: the run's own fit on them (the FNE row). `scores`:
+    transferability scores (tlbench/analysis/transferability.py) of each layer's training inputs,
+    written beside its accuracy, with their rank correlation with it across the layers."""
     layout = features["train"].layout
     if len(layout) < 2:
         raise ValueError(f"a layer curve needs several taps; these features have {len(layout)}")
     taps = tap_columns(layout)
     reuse = columnwise(postprocess)
     test = features["test"]
+    train_labels = features["train"].labels
+    scores = list(scores)
     t0 = time.perf_counter()
 
-    def probe(columns: slice, part: list[tuple[str, int]]) -> ProbeResult:
-        sliced = {split: columns_of(fs, columns, part) for split, fs in features.items()}
-        if reuse:  # the same columns of the whole embedding's inputs: nothing to post-process again
-            return fit_probe(
-                sliced,
-                make_classifier,
-                num_classes,
-                inputs={s: np.ascontiguousarray(x[:, columns]) for s, x in inputs.items()},
-            )
-        return fit_probe(sliced, make_classifier, num_classes, postprocess=postprocess)
+    score_s = 0.0
 
-    def row(kind: str, depth: int | None, tap: str, dim: int, result: ProbeResult) -> dict[str, Any]:
+    def probe(columns: slice, part: list[tuple[str, int]]) -> tuple[ProbeResult, dict[str, float]]:
+        nonlocal score_s
+        sliced = {split: columns_of(fs, columns, part) for split, fs in features.items()}
+        t = time.perf_counter()
+        if reuse:  # the same columns of the whole embedding's inputs: nothing to post-process again
+            probe_inputs = {s: np.ascontiguousarray(x[:, columns]) for s, x in inputs.items()}
+        else:
+            post = FeaturePostprocess(**postprocess).fit(sliced["train"].features, part)
+            probe_inputs = {split: post.transform(fs.features) for split, fs in sliced.items()}
+        post_s = time.perf_counter() - t
+        result = fit_probe(sliced, make_classifier, num_classes, inputs=probe_inputs)
+        result = ProbeResult(result.predictions, result.metrics, result.fit_s + post_s)
+        t = time.perf_counter()
+        values = layer_scores(probe_inputs["train"], train_labels, scores, knn_k, knn_temperature) if scores else {}
+        score_s += time.perf_counter() - t
+        return result, values
+
+    def row(
+        kind: str, depth: int | None, tap: str, dim: int, result: ProbeResult, values: dict[str, float]
+    ) -> dict[str, Any]:
         interval = bootstrap_interval(
             test.labels, result.predictions["test"], metric, num_classes, confidence, resamples, seed
         )
         out = {"kind": kind, "depth": depth, "tap": tap, "dim": dim}
         out.update({split: m for split, m in result.metrics.items()})
         out.update(low=interval["low"], high=interval["high"], fit_s=round(result.fit_s, 3))
+        if values:
+            out["scores"] = values
         return out
 
     rows: list[dict[str, Any]] = []
     per_layer: list[ProbeResult] = []
     for depth, (tap, columns) in enumerate(taps, start=1):
-        result = probe(columns, [layout[depth - 1]])
+        result, values = probe(columns, [layout[depth - 1]])
         per_layer.append(result)
-        rows.append(row("layer", depth, tap, columns.stop - columns.start, result))
+        rows.append(row("layer", depth, tap, columns.stop - columns.start, result, values))
         log.info(
             "layer curve %d/%d %s (%d dims): test %s %.4f (%.1f s)",
             depth,
@@ -87,10 +109,18 @@ def layer_curve(
     if cumulative:  # layers 1..i together; 1..L is the whole embedding, already fitted
         for depth in range(2, len(taps)):
             stop = taps[depth - 1][1].stop
-            result = probe(slice(0, stop), layout[:depth])
-            rows.append(row("prefix", depth, taps[depth - 1][0], stop, result))
+            result, values = probe(slice(0, stop), layout[:depth])
+            rows.append(row("prefix", depth, taps[depth - 1][0], stop, result, values))
             log.info("layer curve, layers 1..%d: test %s %.4f", depth, metric, result.metrics["test"][metric])
-    rows.append(row("full", None, f"all {len(taps)} layers", features["train"].dim, whole))
+    t = time.perf_counter()
+    whole_values = layer_scores(inputs["train"], train_labels, scores, knn_k, knn_temperature) if scores else {}
+    score_s += time.perf_counter() - t
+    rows.append(row("full", None, f"all {len(taps)} layers", features["train"].dim, whole, whole_values))
+    layers = [r for r in rows if r["kind"] == "layer"]
+    accuracy = [r["test"][metric] for r in layers]
+    predictors = {"depth": [float(r["depth"]) for r in layers]}
+    predictors.update({name: [r["scores"][name] for r in layers] for name in scores})
+    tau = correlations(predictors, accuracy, "depth", resamples, confidence, seed) if scores else []
 
     best = max(range(len(taps)), key=lambda i: per_layer[i].metrics["test"][metric])
     last = len(taps) - 1
@@ -105,6 +135,7 @@ def layer_curve(
         "last_tap": taps[last][0],
         "best_tap": taps[best][0],
         "comparisons": comparisons,
+        **({"score_correlations": tau} if scores else {}),
         "protocol": {
             "features": f"one extraction of {len(taps)} taps ({features['train'].dim} columns); "
             "a layer is its tap's columns",
@@ -121,8 +152,12 @@ def layer_curve(
             "interval": f"percentile bootstrap over the {len(test.labels)} test images, {resamples} resamples, "
             f"{round(100 * confidence)}%",
             "comparison": "McNemar's exact test and a paired bootstrap interval of the difference, same test images",
+            **({"scores": score_protocol(scores, knn_k, knn_temperature, resamples, confidence)} if scores else {}),
         },
-        "timings": {"fits": round(time.perf_counter() - t0, 3)},
+        "timings": {
+            "fits": round(time.perf_counter() - t0 - score_s, 3),
+            **({"scores": round(score_s, 3)} if scores else {}),
+        },
     }
 
 

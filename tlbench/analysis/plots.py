@@ -82,6 +82,24 @@ def few_shot_series(record: Mapping[str, Any]) -> dict[str, dict[str, list]]:
     return out
 
 
+def score_series(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What plot_layer_scores draws: per predictor (depth, then each score) the layers' values `x`,
+    their test accuracy `y` in percent, tap names, and Kendall's tau with its interval and p-value."""
+    metric = record.get("metric", "top1")
+    layers = sorted((r for r in record.get("rows", []) if r.get("kind") == "layer"), key=lambda r: r["depth"])
+    out: dict[str, dict[str, Any]] = {}
+    for c in record.get("score_correlations", []):
+        name = c["predictor"]
+        x = [float(r["depth"]) if name == "depth" else float(r["scores"][name]) for r in layers]
+        out[name] = {
+            "x": x,
+            "y": [_pct(r["test"][metric]) for r in layers],
+            "tap": [str(r.get("tap", "")) for r in layers],
+            **{k: c.get(k) for k in ("kendall_tau", "low", "high", "p_value", "baseline")},
+        }
+    return out
+
+
 # --- the figures ---
 
 
@@ -173,6 +191,45 @@ def draw_few_shot(record: Mapping[str, Any]) -> Figure:
         ax.legend(fontsize="small", loc="lower right")
     _note(fig, _interval(record), [])
     return fig
+
+
+def draw_layer_scores(record: Mapping[str, Any]) -> Figure:
+    """One panel per predictor (the depth baseline first, then each score): the layers' probe accuracy
+    against the predictor, titled with Kendall's tau; not saved, the caller closes it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = score_series(record)
+    n = max(1, len(series))
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.5, 3.8), squeeze=False)
+    metric = record.get("metric", "top1")
+    for ax, (name, s) in zip(axes[0], series.items(), strict=False):
+        ax.scatter(s["x"], s["y"], s=14, c=range(len(s["x"])), cmap="viridis", gid=name)
+        tau = s["kendall_tau"]
+        title = f"{name}{' (baseline)' if s['baseline'] else ''}\n"
+        title += "τ undefined" if tau is None else f"τ = {tau:+.2f}"
+        if tau is not None and s["low"] is not None:
+            title += f" ({s['low']:+.2f}..{s['high']:+.2f})"
+        ax.set_title(title, fontsize="small")
+        ax.set_xlabel("layer depth" if name == "depth" else name, fontsize="small")
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel(METRIC_LABELS.get(metric, f"test {metric} (%)"), fontsize="small")
+    fig.suptitle(
+        f"{record.get('dataset', '?')} · {record.get('model', '?')}: transferability scores of each layer "
+        "against its probe accuracy (colour: depth)",
+        fontsize="small",
+    )
+    interval = ((record.get("protocol") or {}).get("scores") or {}).get("interval")
+    _note(fig, None if interval is None else str(interval), [])
+    return fig
+
+
+def plot_layer_scores(record: Mapping[str, Any], path: Path) -> Path:
+    """A PNG of each layer's probe accuracy against each transferability score and its depth."""
+    return _save(draw_layer_scores(record), Path(path))
 
 
 def plot_layer_curve(record: Mapping[str, Any], path: Path) -> Path:

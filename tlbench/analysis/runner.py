@@ -14,6 +14,7 @@ import numpy as np
 from tlbench.analysis.few_shot import check_method_names, few_shot_curve, resolve_methods
 from tlbench.analysis.layer_curve import layer_curve
 from tlbench.analysis.probe import ProbeResult
+from tlbench.analysis.transferability import check_scores
 from tlbench.embedding.store import FeatureSet
 from tlbench.errors import ConfigError
 
@@ -38,6 +39,8 @@ def check_analyses(
             f"analysis=layer_curve needs several taps, and strategy={strategy} extracts {len(taps)}: use "
             "strategy=fne (every layer), or strategy.taps=[...] with several layers"
         )
+    if "layer_curve" in settings:
+        check_layer_scores(settings["layer_curve"])
     few_shot = settings.get("few_shot")
     if few_shot is None:
         return
@@ -64,6 +67,19 @@ def check_analyses(
         )
 
 
+def check_layer_scores(layer_curve: dict[str, Any]) -> None:
+    try:
+        check_scores(layer_curve.get("scores") or [])
+    except ValueError as exc:
+        raise ConfigError(f"analysis.layer_curve.scores: {exc} (or [] for none)") from None
+    knn = layer_curve.get("knn") or {}
+    k, temperature = knn.get("k", 20), knn.get("temperature", 0.07)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"analysis.layer_curve.knn.k must be a whole number >= 1, got {k!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature <= 0:
+        raise ConfigError(f"analysis.layer_curve.knn.temperature must be > 0, got {temperature!r}")
+
+
 def run_analyses(
     settings: dict[str, Any],
     features: dict[str, FeatureSet],
@@ -79,7 +95,7 @@ def run_analyses(
 ) -> dict[str, Any]:
     """Every analysis in `settings` (name -> its settings), records written under run_dir/analysis/.
     `whole`: the run's own fit; `describe`: dataset and model names for the plots."""
-    from tlbench.analysis.plots import plot_few_shot, plot_layer_curve, write_rows_csv
+    from tlbench.analysis.plots import plot_few_shot, plot_layer_curve, plot_layer_scores, write_rows_csv
 
     records: dict[str, Any] = {}
     out = run_dir / ANALYSIS_DIR
@@ -96,10 +112,16 @@ def run_analyses(
             cumulative=bool(s.get("cumulative", False)),
             resamples=int(s.get("resamples", 1000)),
             confidence=float(s.get("confidence", 0.95)),
+            scores=list(s.get("scores") or []),
+            knn_k=int((s.get("knn") or {}).get("k", 20)),
+            knn_temperature=float((s.get("knn") or {}).get("temperature", 0.07)),
         )
         records["layer_curve"] = {**describe, **record}
         write_rows_csv(record["rows"], out / "layer_curve.csv")
         plot_layer_curve(records["layer_curve"], out / "layer_curve.png")
+        if record.get("score_correlations"):
+            write_rows_csv(record["score_correlations"], out / "layer_scores.csv")
+            plot_layer_scores(records["layer_curve"], out / "layer_scores.png")
     if "few_shot" in settings:
         s = settings["few_shot"]
         layout = features["train"].layout

@@ -41,6 +41,15 @@ def _check(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     return features, y.reshape(-1).astype(np.intp), counts
 
 
+def _exact_in_float32(features: np.ndarray, terms: int) -> bool:
+    """Integer features small enough that a sum of `terms` products is an integer below 2**24, which float32
+    holds exactly, as every partial sum (checked on the values: terms * max|x|**2 < 2**24)."""
+    if not np.issubdtype(features.dtype, np.integer):
+        return False
+    largest = max(abs(int(features.min())), abs(int(features.max())))
+    return terms * largest**2 < 2**24
+
+
 def _finite(chunk: np.ndarray) -> np.ndarray:
     """The float64 chunk, or a ValueError if it holds a NaN or inf (checked before any product warns)."""
     if not np.isfinite(chunk).all():
@@ -101,20 +110,25 @@ class FeatureStats:
         self._onehot[np.arange(self.n), self.labels] = 1.0
         self._eig_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._centered_cache: dict[str, np.ndarray] | None = None
+        # Integer features whose chunk products sum below 2**24 (FNE's {-1, 0, 1}) have exact float32
+        # cross-products, accumulated in float64: about half the time of float64, the same numbers.
         if self.side == "gram":
             step = max(1, _CHUNK_BYTES // (8 * self.n))
+            dtype = np.float32 if _exact_in_float32(features, terms=min(step, self.d)) else np.float64
             self.cross = np.zeros((self.n, self.n))
             for j in range(0, self.d, step):
-                chunk = _finite(np.ascontiguousarray(features[:, j : j + step], dtype=np.float64))
+                chunk = _finite(np.ascontiguousarray(features[:, j : j + step], dtype=dtype))
                 self.cross += chunk @ chunk.T  # numpy calls syrk for a @ a.T
         else:
             step = max(1, _CHUNK_BYTES // (8 * self.d))
+            dtype = np.float32 if _exact_in_float32(features, terms=min(step, self.n)) else np.float64
             self.cross = np.zeros((self.d, self.d))
             self._class_sums = np.zeros((self.n_classes, self.d))  # Yᵀ F
+            onehot = self._onehot.astype(dtype)
             for i in range(0, self.n, step):
-                chunk = _finite(np.ascontiguousarray(features[i : i + step], dtype=np.float64))
+                chunk = _finite(np.ascontiguousarray(features[i : i + step], dtype=dtype))
                 self.cross += chunk.T @ chunk
-                self._class_sums += self._onehot[i : i + step].T @ chunk
+                self._class_sums += onehot[i : i + step].T @ chunk
         if not np.isfinite(self.cross).all():
             raise ValueError("features too large: their squares overflow float64")
 

@@ -9,6 +9,7 @@ tlbench-report outputs/ --rows model --cols dataset --metric top1 --out report/
 tlbench-report outputs/runs --rows method --cols dataset        (+ ours / paper)
 tlbench-report outputs/ --rows method --cols dataset --compare fne fc7   (paired tests of two rows)
 tlbench-report compare RUN_A RUN_B [--metric top1] [--resamples 10000]  (two runs, same test images)
+tlbench-report outputs/ --scores   (do transferability scores rank models/datasets as accuracy does?)
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
         help="also compare two rows: per column, their runs paired by seed/split, with paired t and Wilcoxon "
         "tests over the pairs, and McNemar and a paired bootstrap over the test images where the runs have "
         "predictions.npz; printed after the table and written to compare.md and compare.csv in --out",
+    )
+    p.add_argument(
+        "--scores",
+        action="store_true",
+        help="also: per dataset across models and per model across datasets, Kendall's tau of each "
+        "transferability score (runs with analysis=layer_curve) with the test accuracy, beside a naive "
+        "baseline's (ImageNet top-1; chance 1/classes); written to scores.md and scores.csv in --out",
     )
     p.add_argument(
         "--resamples", type=_positive_int, default=10000, help="bootstrap resamples for --compare (default 10000)"
@@ -183,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             from tlbench.report.compare import compare_rows  # scipy: only when comparing
 
             rows = compare_rows(table, *args.compare, resamples=args.resamples)
+        scores = None
+        if args.scores:
+            from tlbench.report.scores import score_report  # scipy: only when asked
+
+            scores = score_report(found.results, args.metric, resamples=min(args.resamples, 2000))
     except TlbenchError as exc:
         print(f"tlbench-report: error: {exc}", file=sys.stderr)
         return 2
@@ -204,12 +217,19 @@ def main(argv: list[str] | None = None) -> int:
         (out / "compare.md").write_text(rows.title() + "\n\n" + rows.markdown())
         (out / "compare.csv").write_text(rows.csv())
         written += ", compare.md, compare.csv"
+    if scores is not None:
+        (out / "scores.md").write_text(scores.markdown())
+        (out / "scores.csv").write_text(scores.csv())
+        written += ", scores.md, scores.csv"
     metric = "each dataset's headline metric" if args.metric == "headline" else args.metric
     print(f"test {metric}, % (mean±std (n) over seeds/splits; best per column in bold), {len(found.results)} runs:\n")
     print(markdown)
     if rows is not None:
         print(rows.title() + "\n")
         print(rows.markdown())
+    if scores is not None:
+        print("transferability scores against test accuracy (Kendall's tau):\n")
+        print(scores.markdown())
     print(f"written: {out}/{written}")
     return 0
 

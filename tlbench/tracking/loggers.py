@@ -57,7 +57,8 @@ def log_result(logger: Logger, result: Result, config_logged: bool) -> None:
 
 def analysis_scalars(analyses: Mapping[str, Any]) -> dict[str, Any]:
     """The headline numbers of the analyses, as fractions like the final metrics. layer_curve: the best
-    layer alone (its tap, depth and score), the last layer and the FNE of all layers; few_shot: each
+    layer alone (its tap, depth and score), the last layer and the FNE of all layers, the whole
+    embedding's transferability scores and each score's Kendall tau across the layers; few_shot: each
     method's mean at each number of shots ("analysis/few_shot/<method>/<label>")."""
     out: dict[str, Any] = {}
     curve = analyses.get("layer_curve")
@@ -76,6 +77,11 @@ def analysis_scalars(analyses: Mapping[str, Any]) -> dict[str, Any]:
         full = next((r for r in rows if r.get("kind") == "full"), None)
         if full is not None:
             out[f"analysis/fne_{metric}"] = float(full["test"][metric])
+            for name, value in (full.get("scores") or {}).items():
+                out[f"analysis/score/{name}"] = float(value)
+        for c in curve.get("score_correlations", []):
+            if c.get("kendall_tau") is not None:
+                out[f"analysis/kendall_tau/{c['predictor']}"] = float(c["kendall_tau"])
     few_shot = analyses.get("few_shot")
     if few_shot:
         for point in few_shot.get("points", []):
@@ -122,6 +128,12 @@ def _log_analyses_wandb(logger: Logger, result: Result, texts: dict[str, str]) -
         if result.run_dir and png.is_file():
             logger.log_image(key=f"analysis/{name}_plot", images=[str(png)])
     curve = result.analyses.get("layer_curve")
+    if curve and curve.get("score_correlations"):  # each score's Kendall tau across the layers, and its figure
+        columns, data = analysis_table(curve["score_correlations"])
+        logger.log_table(key="analysis/layer_scores", columns=columns, data=data)
+        png = Path(result.run_dir) / "analysis" / "layer_scores.png"
+        if result.run_dir and png.is_file():
+            logger.log_image(key="analysis/layer_scores_plot", images=[str(png)])
     if curve:
         metric = curve.get("metric", "top1")
         y = METRIC_LABELS.get(metric, f"test {metric} (%)")  # the axis label of the PNG

@@ -1,0 +1,160 @@
+"""Transferability scores in the layer curve and in tlbench-report --scores: each layer's scores are
+the scores of exactly the inputs its probe was fitted on, the correlations are scipy's Kendall tau of
+the recorded values, the depth baseline stands beside them, and bad settings are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+from test_analysis import FNE, L2, LAYOUT, make_svm, synthetic, whole_fit
+
+from tlbench.analysis.layer_curve import layer_curve
+from tlbench.analysis.runner import check_analyses
+from tlbench.analysis.transferability import SCORES, correlations, layer_scores
+from tlbench.embedding.postprocess import FeaturePostprocess
+from tlbench.errors import ConfigError
+from tlbench.report.cli import main as report_main
+from tlbench.report.scores import score_report
+
+
+@pytest.mark.parametrize("postprocess", [FNE, L2], ids=["fne-columnwise", "l2-image-refit"])
+def test_each_layer_is_scored_on_its_probe_inputs(postprocess):
+    features = synthetic()
+    inputs, whole = whole_fit(features, postprocess)
+    record = layer_curve(
+        features, inputs, whole, postprocess, make_svm, "top1", 3, resamples=200, scores=SCORES, knn_k=5
+    )
+    train = features["train"]
+    layers = [r for r in record["rows"] if r["kind"] == "layer"]
+    start = 0
+    for row, (name, width) in zip(layers, LAYOUT, strict=True):
+        x = np.ascontiguousarray(train.features[:, start : start + width])
+        post = FeaturePostprocess(**postprocess).fit(x, [(name, width)])  # fitted on this layer alone
+        expected = layer_scores(post.transform(x), train.labels, SCORES, knn_k=5)
+        assert row["scores"] == pytest.approx(expected, rel=1e-9), name
+        start += width
+    (full,) = [r for r in record["rows"] if r["kind"] == "full"]
+    assert full["scores"] == pytest.approx(layer_scores(inputs["train"], train.labels, SCORES, knn_k=5), rel=1e-9)
+
+    by_name = {c["predictor"]: c for c in record["score_correlations"]}
+    assert list(by_name) == ["depth", *SCORES] and by_name["depth"]["baseline"]
+    assert not any(by_name[s]["baseline"] for s in SCORES)
+    accuracy = [r["test"]["top1"] for r in layers]
+    for name in SCORES:
+        values = [r["scores"][name] for r in layers]
+        tau = kendalltau(values, accuracy).statistic
+        if np.isfinite(tau):
+            assert by_name[name]["kendall_tau"] == pytest.approx(tau, abs=1e-6)
+        else:
+            assert by_name[name]["kendall_tau"] is None
+    assert record["protocol"]["scores"]["scores"] == list(SCORES)
+    assert record["timings"]["scores"] > 0
+    json.dumps(record)  # plain JSON
+
+
+def test_the_signal_that_grows_with_depth_is_ranked_by_the_scores():
+    """synthetic(): the deeper tap separates the classes more; LogME, the kNN and nearest-centroid
+    accuracies must all rank the layers that way (a score that did not would be a broken score)."""
+    features = synthetic(n_train=120, seed=3)
+    train = features["train"]
+    start, values = 0, []
+    for _, width in LAYOUT:
+        x = np.ascontiguousarray(train.features[:, start : start + width])
+        values.append(layer_scores(x, train.labels, ["logme", "knn", "nearest_centroid"], knn_k=5))
+        start += width
+    for name in ("logme", "knn", "nearest_centroid"):
+        assert values[0][name] < values[2][name], name
+
+
+def test_correlations_equal_scipy_and_carry_an_interval():
+    rng = np.random.default_rng(0)
+    accuracy = rng.uniform(0.4, 0.9, 12)
+    noisy = accuracy + rng.normal(0, 0.1, 12)
+    rows = correlations({"depth": list(range(12)), "score": noisy.tolist()}, accuracy.tolist(), "depth", 500)
+    for row, x in zip(rows, (np.arange(12), noisy), strict=True):
+        expected = kendalltau(x, accuracy)
+        assert row["kendall_tau"] == pytest.approx(expected.statistic, abs=1e-6)
+        assert row["p_value"] == pytest.approx(expected.pvalue)
+        assert row["low"] <= row["kendall_tau"] <= row["high"] and row["n"] == 12
+    assert [r["baseline"] for r in rows] == [True, False]
+    (flat,) = correlations({"flat": [1.0] * 5}, [0.1, 0.2, 0.3, 0.4, 0.5], "depth")
+    assert flat["kendall_tau"] is None and flat["low"] is None  # a constant score ranks nothing
+
+
+@pytest.mark.parametrize(
+    "layer_settings, match",
+    [
+        ({"scores": ["logme", "leep"]}, "unknown score leep"),
+        ({"scores": ["knn"], "knn": {"k": 0}}, "knn.k must be"),
+        ({"scores": ["knn"], "knn": {"temperature": -1.0}}, "temperature must be > 0"),
+    ],
+)
+def test_bad_score_settings_are_refused_before_the_extraction(layer_settings, match):
+    with pytest.raises(ConfigError, match=match):
+        check_analyses({"layer_curve": layer_settings}, ["a", "b"], "fne", few_shot_run=False, c_auto_kfold=False)
+
+
+def _result(dataset, model, accuracy, logme, imagenet, classes=10, seed=0):
+    full = {"kind": "full", "test": {"top1": accuracy}, "scores": {"logme": logme, "knn": accuracy / 2}}
+    return {
+        "dataset": dataset,
+        "model": model,
+        "strategy": "fne",
+        "seed": seed,
+        "headline_metric": "top1",
+        "num_classes": classes,
+        "metrics": {"test": {"top1": accuracy, "mean_per_class": accuracy}},
+        "backbone": {"imagenet_top1": imagenet},
+        "analyses": {"layer_curve": {"rows": [full]}},
+    }
+
+
+def test_report_ranks_models_per_dataset_beside_imagenet_accuracy():
+    results = [
+        _result("pets", "a", 0.70, 1.0, 80.0),
+        _result("pets", "b", 0.80, 0.5, 70.0),
+        _result("pets", "c", 0.90, 2.0, 75.0),
+        _result("pets", "c", 0.86, 2.2, 75.0, seed=1),  # seeds are averaged first: c = 0.88, 2.1
+        _result("pets", "d", 0.60, 0.1, 60.0),
+    ]
+    report = score_report(results, resamples=200)
+    rows = {(r["across"], r["predictor"]): r for r in report.rows}
+    accuracy = [0.70, 0.80, 0.88, 0.60]
+    assert rows[("models", "imagenet_top1")]["baseline"]
+    assert rows[("models", "imagenet_top1")]["kendall_tau"] == pytest.approx(
+        kendalltau([80.0, 70.0, 75.0, 60.0], accuracy).statistic
+    )
+    assert rows[("models", "logme")]["kendall_tau"] == pytest.approx(
+        kendalltau([1.0, 0.5, 2.1, 0.1], accuracy).statistic
+    )
+    assert rows[("models", "logme")]["n"] == 4
+    assert any("model a: 1 datasets" in note for note in report.notes)  # one dataset per model: no tau
+    assert "| models | pets | 4 | imagenet_top1 (baseline) |" in report.markdown()
+
+
+def test_report_without_imagenet_accuracy_says_so_and_without_scores_says_how():
+    results = [_result("pets", m, a, s, None) for m, a, s in (("a", 0.7, 1.0), ("b", 0.8, 2.0), ("c", 0.9, 3.0))]
+    report = score_report(results, resamples=100)
+    assert not any(r["baseline"] for r in report.rows)
+    assert any("no ImageNet top-1 for a, b, c" in note for note in report.notes)
+    empty = score_report([{**results[0], "analyses": {}}])
+    assert not empty.rows and "analysis=layer_curve" in empty.notes[0]
+
+
+def test_report_cli_writes_scores_files(tmp_path, capsys):
+    for i, (model, accuracy, logme, imagenet) in enumerate(
+        (("a", 0.7, 1.0, 80.0), ("b", 0.8, 2.0, 70.0), ("c", 0.9, 3.0, 75.0))
+    ):
+        run = tmp_path / "runs" / str(i)
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps(_result("pets", model, accuracy, logme, imagenet)))
+    assert report_main([str(tmp_path / "runs"), "--scores", "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "transferability scores against test accuracy" in out and "logme" in out
+    assert (tmp_path / "report" / "scores.md").is_file()
+    csv_text = (tmp_path / "report" / "scores.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("across,group,n,predictor,baseline,kendall_tau")
+    assert "models,pets,3,logme,False,1.0" in csv_text  # the LogME order is the accuracy order here
