@@ -50,6 +50,19 @@ def test_each_layer_is_scored_on_its_probe_inputs(postprocess):
             assert by_name[name]["kendall_tau"] == pytest.approx(tau, abs=1e-6)
         else:
             assert by_name[name]["kendall_tau"] is None
+    upper = [i for i, a in enumerate(accuracy) if a >= np.median(accuracy)]
+    by_upper = {c["predictor"]: c for c in record["score_correlations_upper"]}
+    assert by_upper["depth"]["n"] == len(upper)
+    picks = {p["predictor"]: p for p in record["score_picks"]}
+    assert picks["depth"]["tap"] == LAYOUT[-1][0]  # the depth baseline picks the last layer
+    for name in SCORES:
+        values = [r["scores"][name] for r in layers]
+        tau = kendalltau([values[i] for i in upper], [accuracy[i] for i in upper]).statistic
+        if np.isfinite(tau):
+            assert by_upper[name]["kendall_tau"] == pytest.approx(tau, abs=1e-6)
+        chosen = int(np.argmax(values))
+        assert picks[name]["tap"] == layers[chosen]["tap"]
+        assert picks[name]["regret"] == pytest.approx(max(accuracy) - accuracy[chosen])
     assert record["protocol"]["scores"]["scores"] == list(SCORES)
     assert record["timings"]["scores"] > 0
     json.dumps(record)  # plain JSON
@@ -158,3 +171,19 @@ def test_report_cli_writes_scores_files(tmp_path, capsys):
     csv_text = (tmp_path / "report" / "scores.csv").read_text()
     assert csv_text.splitlines()[0].startswith("across,group,n,predictor,baseline,kendall_tau")
     assert "models,pets,3,logme,False,1.0" in csv_text  # the LogME order is the accuracy order here
+
+
+def test_the_scores_figure_draws_the_recorded_values(tmp_path):
+    from tlbench.analysis.plots import plot_layer_scores, score_series
+
+    features = synthetic()
+    inputs, whole = whole_fit(features, FNE)
+    record = layer_curve(features, inputs, whole, FNE, make_svm, "top1", 3, resamples=100, scores=["logme", "knn"])
+    series = score_series(record)
+    assert list(series) == ["depth", "logme", "knn"]
+    layers = [r for r in record["rows"] if r["kind"] == "layer"]
+    assert series["logme"]["x"] == [r["scores"]["logme"] for r in layers]
+    assert series["knn"]["y"] == [100 * r["test"]["top1"] for r in layers]
+    assert series["depth"]["baseline"] and series["depth"]["x"] == [1.0, 2.0, 3.0]
+    path = plot_layer_scores({**record, "dataset": "synthetic", "model": "none"}, tmp_path / "scores.png")
+    assert path.stat().st_size > 10_000

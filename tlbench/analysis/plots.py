@@ -88,6 +88,7 @@ def score_series(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     metric = record.get("metric", "top1")
     layers = sorted((r for r in record.get("rows", []) if r.get("kind") == "layer"), key=lambda r: r["depth"])
     out: dict[str, dict[str, Any]] = {}
+    upper = {c["predictor"]: c.get("kendall_tau") for c in record.get("score_correlations_upper", [])}
     for c in record.get("score_correlations", []):
         name = c["predictor"]
         x = [float(r["depth"]) if name == "depth" else float(r["scores"][name]) for r in layers]
@@ -96,6 +97,7 @@ def score_series(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "y": [_pct(r["test"][metric]) for r in layers],
             "tap": [str(r.get("tap", "")) for r in layers],
             **{k: c.get(k) for k in ("kendall_tau", "low", "high", "p_value", "baseline")},
+            "upper_tau": upper.get(name),
         }
     return out
 
@@ -203,7 +205,8 @@ def draw_layer_scores(record: Mapping[str, Any]) -> Figure:
 
     series = score_series(record)
     n = max(1, len(series))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.5, 3.8), squeeze=False)
+    n_upper = next((c.get("n") for c in record.get("score_correlations_upper", [])), None)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.5, 4.0), squeeze=False)
     metric = record.get("metric", "top1")
     for ax, (name, s) in zip(axes[0], series.items(), strict=False):
         ax.scatter(s["x"], s["y"], s=14, c=range(len(s["x"])), cmap="viridis", gid=name)
@@ -212,6 +215,8 @@ def draw_layer_scores(record: Mapping[str, Any]) -> Figure:
         title += "τ undefined" if tau is None else f"τ = {tau:+.2f}"
         if tau is not None and s["low"] is not None:
             title += f" ({s['low']:+.2f}..{s['high']:+.2f})"
+        if s["upper_tau"] is not None:
+            title += f"\nupper half: τ = {s['upper_tau']:+.2f}"
         ax.set_title(title, fontsize="small")
         ax.set_xlabel("layer depth" if name == "depth" else name, fontsize="small")
         ax.grid(alpha=0.3)
@@ -223,7 +228,8 @@ def draw_layer_scores(record: Mapping[str, Any]) -> Figure:
         fontsize="small",
     )
     interval = ((record.get("protocol") or {}).get("scores") or {}).get("interval")
-    _note(fig, None if interval is None else str(interval), [])
+    lines = [f"upper half: the {n_upper} layers at or above the median accuracy"] if n_upper else []
+    _note(fig, None if interval is None else str(interval), lines)
     return fig
 
 

@@ -120,7 +120,9 @@ def run_analyses(
         write_rows_csv(record["rows"], out / "layer_curve.csv")
         plot_layer_curve(records["layer_curve"], out / "layer_curve.png")
         if record.get("score_correlations"):
-            write_rows_csv(record["score_correlations"], out / "layer_scores.csv")
+            rows = [{"layers": "all", **c} for c in record["score_correlations"]]
+            rows += [{"layers": "upper half", **c} for c in record["score_correlations_upper"]]
+            write_rows_csv(rows, out / "layer_scores.csv")
             plot_layer_scores(records["layer_curve"], out / "layer_scores.png")
     if "few_shot" in settings:
         s = settings["few_shot"]

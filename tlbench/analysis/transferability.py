@@ -128,6 +128,25 @@ def correlations(
     return out
 
 
+def upper_half(accuracy: Sequence[float]) -> np.ndarray:
+    """Positions of the layers at or above the median accuracy: the half where picking a layer matters
+    (the other half is told apart by depth alone)."""
+    values = np.asarray(accuracy, dtype=float)
+    return np.flatnonzero(values >= np.median(values))
+
+
+def picks(predictors: dict[str, Sequence[float]], accuracy: Sequence[float], taps: Sequence[str]) -> list[dict]:
+    """The layer each predictor ranks first (ties: the first in network order) and what it costs against
+    the best layer by test accuracy: the use a score is for, choosing a layer without fitting every one."""
+    values = np.asarray(accuracy, dtype=float)
+    best = float(values.max())
+    out = []
+    for name, x in predictors.items():
+        i = int(np.argmax(np.asarray(x, dtype=float)))
+        out.append({"predictor": name, "tap": taps[i], "accuracy": float(values[i]), "regret": best - float(values[i])})
+    return out
+
+
 def protocol(names: Sequence[str], knn_k: int, knn_temperature: float, resamples: int, confidence: float) -> dict:
     return {
         "scores": list(names),
@@ -137,6 +156,9 @@ def protocol(names: Sequence[str], knn_k: int, knn_temperature: float, resamples
         "correlation": "Kendall's tau-b of each score with the probe's test accuracy across the layers "
         "(the full embedding not included), two-sided p-value from scipy.stats.kendalltau",
         "baseline": "depth: the layer's position in the network (deeper = higher)",
+        "upper_half": "score_correlations_upper: the same tau over the layers at or above the median accuracy",
+        "picks": "score_picks: the layer each predictor ranks first, its test accuracy, and the best layer's "
+        "accuracy minus it (regret)",
         "interval": f"percentile bootstrap over the layers (pairs resampled), {resamples} resamples, "
         f"{round(100 * confidence)}%: the spread of tau under changes of the layer set",
     }
