@@ -4,6 +4,8 @@ the recorded values, the depth baseline stands beside them, and bad settings are
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import numpy as np
@@ -13,7 +15,7 @@ from test_analysis import FNE, L2, LAYOUT, make_svm, synthetic, whole_fit
 
 from tlbench.analysis.layer_curve import layer_curve
 from tlbench.analysis.runner import check_analyses
-from tlbench.analysis.transferability import SCORES, correlations, layer_scores
+from tlbench.analysis.transferability import SCORES, correlations, layer_scores, module_depth, picks
 from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.errors import ConfigError
 from tlbench.report.cli import main as report_main
@@ -116,6 +118,7 @@ def _result(dataset, model, accuracy, logme, imagenet, classes=10, seed=0):
         "dataset": dataset,
         "model": model,
         "strategy": "fne",
+        "classifier": {"type": "linear_svm"},
         "seed": seed,
         "headline_metric": "top1",
         "num_classes": classes,
@@ -144,8 +147,8 @@ def test_report_ranks_models_per_dataset_beside_imagenet_accuracy():
         kendalltau([1.0, 0.5, 2.1, 0.1], accuracy).statistic
     )
     assert rows[("models", "logme")]["n"] == 4
-    assert any("model a: 1 datasets" in note for note in report.notes)  # one dataset per model: no tau
-    assert "| models | pets | 4 | imagenet_top1 (baseline) |" in report.markdown()
+    assert any("model a · fne, linear_svm: 1 datasets" in note for note in report.notes)  # one dataset: no tau
+    assert "| models | pets · fne, linear_svm | 4 | imagenet_top1 (baseline) |" in report.markdown()
 
 
 def test_report_without_imagenet_accuracy_says_so_and_without_scores_says_how():
@@ -170,7 +173,8 @@ def test_report_cli_writes_scores_files(tmp_path, capsys):
     assert (tmp_path / "report" / "scores.md").is_file()
     csv_text = (tmp_path / "report" / "scores.csv").read_text()
     assert csv_text.splitlines()[0].startswith("across,group,n,predictor,baseline,kendall_tau")
-    assert "models,pets,3,logme,False,1.0" in csv_text  # the LogME order is the accuracy order here
+    rows = {(r["group"], r["predictor"]): r for r in csv.DictReader(io.StringIO(csv_text))}
+    assert rows[("pets · fne, linear_svm", "logme")]["kendall_tau"] == "1.0"  # LogME's order is the accuracy's
 
 
 def test_the_scores_figure_draws_the_recorded_values(tmp_path):
@@ -187,3 +191,67 @@ def test_the_scores_figure_draws_the_recorded_values(tmp_path):
     assert series["depth"]["baseline"] and series["depth"]["x"] == [1.0, 2.0, 3.0]
     path = plot_layer_scores({**record, "dataset": "synthetic", "model": "none"}, tmp_path / "scores.png")
     assert path.stat().st_size > 10_000
+
+
+def test_report_never_pools_runs_of_different_settings():
+    results = [
+        _result("pets", m, a, s, t)
+        for m, a, s, t in (("a", 0.7, 1.0, 80.0), ("b", 0.8, 2.0, 70.0), ("c", 0.9, 3.0, 75.0))
+    ]
+    knn = [
+        {**r, "classifier": {"type": "knn"}, "metrics": {"test": {"top1": 0.5, "mean_per_class": 0.5}}} for r in results
+    ]
+    report = score_report(results + knn, resamples=100)
+    groups = {r["group"] for r in report.rows}
+    assert groups == {"pets · fne, linear_svm", "pets · fne, knn"}
+    linear = {r["predictor"]: r for r in report.rows if r["group"] == "pets · fne, linear_svm"}
+    assert linear["logme"]["kendall_tau"] == pytest.approx(1.0)  # not averaged with the kNN runs' accuracy
+
+
+def test_an_undefined_score_is_left_out_of_tau_and_picks():
+    rows = correlations({"s": [None, 1.0, 2.0, 3.0]}, [0.9, 0.1, 0.2, 0.3], "depth")
+    assert rows[0]["n"] == 3 and rows[0]["kendall_tau"] == pytest.approx(1.0)
+    (pick,) = picks({"s": [None, 1.0, 3.0, 2.0]}, [0.9, 0.1, 0.2, 0.3], ["a", "b", "c", "d"])
+    assert pick["tap"] == "c" and pick["regret"] == pytest.approx(0.7)
+    zero = np.zeros((12, 4), dtype=np.int8)  # a layer whose inputs are all zero: LogME is undefined
+    assert layer_scores(zero, np.arange(12) % 3, ["logme"])["logme"] is None
+
+
+def test_the_depth_baseline_counts_modules_not_reads():
+    taps = ["blocks.0:patches", "blocks.0:cls", "blocks.1:patches", "blocks.1:cls", "norm:patches", "norm:cls"]
+    assert module_depth(taps) == [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    assert module_depth(["conv1", "conv2", "head:input"]) == [1.0, 2.0, 3.0]
+    (pick,) = picks({"depth": module_depth(taps)}, [0.5] * 6, taps)
+    assert pick["tap"] == "norm:cls"  # the last read, the one the head pools
+
+
+def test_runner_passes_the_score_settings_and_scores_off_writes_nothing(tmp_path):
+    from tlbench.analysis.runner import run_analyses
+    from tlbench.tracking.loggers import analysis_scalars
+
+    features = synthetic()
+    inputs, whole = whole_fit(features, FNE)
+    common = (features, inputs, whole, FNE, make_svm, "top1", ["a", "b", "c"], "fne")
+    base = {"resamples": 50, "confidence": 0.95}
+    on = run_analyses(
+        {"layer_curve": {**base, "scores": ["knn", "logme", "knn"], "knn": {"k": 3, "temperature": 0.5}}},
+        *common,
+        tmp_path / "on",
+        {"dataset": "d", "model": "m"},
+    )["layer_curve"]
+    assert on["protocol"]["scores"]["knn"]["k"] == 3 and on["protocol"]["scores"]["knn"]["temperature"] == 0.5
+    assert on["protocol"]["scores"]["scores"] == ["knn", "logme"]  # duplicates dropped
+    assert (tmp_path / "on" / "analysis" / "layer_scores.png").is_file()
+    lines = (tmp_path / "on" / "analysis" / "layer_scores.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 3  # header, (depth, knn, logme) x (all, upper half)
+    scalars = analysis_scalars({"layer_curve": on})
+    assert {"analysis/score/knn", "analysis/score/logme", "analysis/kendall_tau/depth"} <= set(scalars)
+    off = run_analyses({"layer_curve": {**base, "scores": []}}, *common, tmp_path / "off", {})["layer_curve"]
+    assert "score_correlations" not in off and "scores" not in off["protocol"]
+    assert all("scores" not in row for row in off["rows"])
+    assert not (tmp_path / "off" / "analysis" / "layer_scores.png").exists()
+
+
+def test_a_bare_string_for_scores_is_refused_with_the_list_form():
+    with pytest.raises(ConfigError, match=r"must be a list, e.g. \[logme\]"):
+        check_analyses({"layer_curve": {"scores": "logme"}}, ["a", "b"], "fne", few_shot_run=False, c_auto_kfold=False)

@@ -199,3 +199,9 @@ def test_layer_curve_of_a_vit_end_to_end(tmp_path):
     assert all(row["dim"] == model.embed_dim for row in layers)
     assert curve["rows"][-1]["kind"] == "full" and curve["rows"][-1]["dim"] == len(expected) * model.embed_dim
     assert curve["last_tap"] == "norm:cls"
+    # transferability scores on every read, and the depth baseline counts blocks, not reads
+    assert all(set(row["scores"]) == {"logme", "h_score", "knn", "nearest_centroid"} for row in layers)
+    picks = {p["predictor"]: p for p in curve["score_picks"]}
+    assert picks["depth"]["tap"] == "norm:cls"  # the deepest block's read that the head pools
+    assert curve["score_correlations"][0]["predictor"] == "depth"
+    assert (tmp_path / "run" / "analysis" / "layer_scores.png").is_file()

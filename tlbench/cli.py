@@ -78,17 +78,17 @@ def _run_and_finish(cfg: DictConfig, run_dir: Path):
         return run(cfg, run_dir)
     finally:
         finish()
-        _leave_process_group()
 
 
 def _leave_process_group() -> None:
-    """Destroy the DDP process group Lightning opened (it never does). Left to the interpreter's exit,
-    gloo's threads were destroyed still joinable and a rank that finished first aborted ("terminate
-    called without an active exception"), which failed the whole srun step after rank 0 had written
-    its results. Every collective is over by now, and destroying is local to this process."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    """Destroy the DDP process group Lightning opened, once the process's jobs are over (the jobs of a
+    multirun share it, as Lightning reuses an initialized group). Lightning leaves a gloo group to the
+    interpreter's exit (it registers a destroy at exit for NCCL only), where gloo's threads were
+    destroyed still joinable: a rank that finished first aborted ("terminate called without an active
+    exception"), which failed the whole srun step after rank 0 had written its results. Every
+    collective is over by then, and destroying a gloo group is local to this process."""
+    dist = sys.modules.get("torch.distributed")  # not imported: no group (and `--help` stays fast)
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -122,6 +122,8 @@ def main() -> None:
         _main()
     except BrokenPipeError:  # `tlbench --help | head`: the reader left; end quietly as cat or ls do
         _quiet_broken_pipe()
+    finally:
+        _leave_process_group()
     from tlbench.sweep import failed_jobs
 
     if failed_jobs:  # a multirun whose summary listed failures

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlbench.analysis.probe import ProbeResult, columns_of, columnwise, fit_probe
-from tlbench.analysis.transferability import correlations, layer_scores, picks, upper_half
+from tlbench.analysis.transferability import correlations, layer_scores, module_depth, picks, upper_half
 from tlbench.analysis.transferability import protocol as score_protocol
 from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.store import FeatureSet
@@ -118,7 +118,7 @@ def layer_curve(
     rows.append(row("full", None, f"all {len(taps)} layers", features["train"].dim, whole, whole_values))
     layers = [r for r in rows if r["kind"] == "layer"]
     accuracy = [r["test"][metric] for r in layers]
-    predictors = {"depth": [float(r["depth"]) for r in layers]}
+    predictors = {"depth": module_depth([r["tap"] for r in layers])}
     predictors.update({name: [r["scores"][name] for r in layers] for name in scores})
     tau = correlations(predictors, accuracy, "depth", resamples, confidence, seed) if scores else []
     upper = upper_half(accuracy)

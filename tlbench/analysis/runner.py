@@ -68,8 +68,13 @@ def check_analyses(
 
 
 def check_layer_scores(layer_curve: dict[str, Any]) -> None:
+    scores = layer_curve.get("scores") or []
+    if isinstance(scores, str):
+        raise ConfigError(
+            f"analysis.layer_curve.scores must be a list, e.g. [{scores}] (or [] for none), got {scores!r}"
+        )
     try:
-        check_scores(layer_curve.get("scores") or [])
+        check_scores(scores)
     except ValueError as exc:
         raise ConfigError(f"analysis.layer_curve.scores: {exc} (or [] for none)") from None
     knn = layer_curve.get("knn") or {}
@@ -112,7 +117,7 @@ def run_analyses(
             cumulative=bool(s.get("cumulative", False)),
             resamples=int(s.get("resamples", 1000)),
             confidence=float(s.get("confidence", 0.95)),
-            scores=list(s.get("scores") or []),
+            scores=check_scores(s.get("scores") or []),
             knn_k=int((s.get("knn") or {}).get("k", 20)),
             knn_temperature=float((s.get("knn") or {}).get("temperature", 0.07)),
         )

@@ -1,7 +1,8 @@
 """Transferability scores of cached features: LogME, the (shrinkage) H-score, leave-one-out nearest centroid.
 
-All are exact for D >> N and never build a D x D matrix there: `FeatureStats` reads the features once, in
-chunks converted to float64, into the cross-product of the cheaper side, the Gram matrix F Fᵀ (N x N) when
+All are exact for D >> N and never build a D x D matrix there: `FeatureStats` reads the features in
+chunks converted to float64 (float32 where that is exact: small integers), into the cross-product of the
+cheaper side, the Gram matrix F Fᵀ (N x N) when
 D >= N, else Fᵀ F (D x D, small then), and every score works from it:
 
   logme              LogME, You et al., ICML 2021 / JMLR 2022; the fixed-point iteration of
@@ -12,7 +13,8 @@ D >= N, else Fᵀ F (D x D, small then), and every score works from it:
   nearest_centroid   leave-one-out nearest-class-mean accuracy on the given rows
 
 A caller scoring many layers builds one `FeatureStats` per layer (`score_all` does): one pass over the
-features and one eigendecomposition (for LogME) per layer; the H-score adds one Cholesky factorisation.
+features (two on the D < N side) and one eigendecomposition (for LogME) per layer; the H-score adds one
+Cholesky factorisation.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ def _solve_psd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class FeatureStats:
-    """What the scores share, from one pass over N x D features (any float or integer dtype): the float64
+    """What the scores share, from a pass over N x D features (any float or integer dtype; a second pass on
+    the D < N side for the centred quantities the H-score and the nearest centroid use): the float64
     cross-product of the cheaper side and, lazily, its eigendecomposition and centered versions.
 
     side "gram" (D >= N): G = F Fᵀ (N x N); everything else follows from G (centering is P G P).
@@ -192,6 +195,8 @@ class FeatureStats:
             sigma = np.abs(lam)[:, None]  # svd of Fᵀ F returns |eigenvalues|
             null = sigma[:, 0] <= sigma.max() * self.d * np.finfo(np.float64).eps
             x2 = np.where(null[:, None], 0.0, proj**2 / np.where(null, 1.0, sigma[:, 0])[:, None])
+        if not (sigma > 0).any():  # all-zero inputs: alpha -> 0 and the fixed point divides 0 by 0
+            return float("nan")
         res_x2 = self.counts - x2.sum(axis=0)  # ‖y‖² - ‖Uᵀy‖²: the part of y outside U's span
         missing = self.d - len(sigma) if corrected else 0
         return _logme_fixed_point(sigma, x2, res_x2, self.n, self.d, missing)

@@ -37,19 +37,20 @@ def check_scores(names: Sequence[str]) -> list[str]:
 
 def layer_scores(
     inputs: np.ndarray, labels: np.ndarray, names: Sequence[str], knn_k: int = 20, knn_temperature: float = 0.07
-) -> dict[str, float]:
-    """The named scores of one layer's (or the whole embedding's) training inputs."""
+) -> dict[str, float | None]:
+    """The named scores of one layer's (or the whole embedding's) training inputs; None where undefined."""
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread: OpenBLAS's idle threads spin after each LAPACK call and slowed the torch kNN beside
-    # them (and its threaded eigensolvers on 2 busy cores); on the default job 10.2 s -> 6.2 s for all scores.
+    # them (and its threaded eigensolvers on 2 busy cores): all scores of the default job took 11.2 s
+    # before, 6.6 s with it (benchmarks/README.md).
     with threadpool_limits(limits=1, user_api="blas"):
         return _layer_scores(inputs, labels, names, knn_k, knn_temperature)
 
 
 def _layer_scores(
     inputs: np.ndarray, labels: np.ndarray, names: Sequence[str], knn_k: int, knn_temperature: float
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     from tlbench.analysis.scores import FeatureStats
     from tlbench.classifiers.knn import leave_one_out_knn_accuracy
 
@@ -67,7 +68,8 @@ def _layer_scores(
             values["nearest_centroid"] = stats.nearest_centroid_accuracy()
     if "knn" in names:
         values["knn"] = float(leave_one_out_knn_accuracy(inputs, labels, k=knn_k, temperature=knn_temperature))
-    return {n: values[n] for n in names}
+    # None where a score is undefined (LogME of a layer whose inputs are all zero): JSON has no NaN
+    return {n: values[n] if np.isfinite(values[n]) else None for n in names}
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
@@ -109,12 +111,14 @@ def correlations(
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Kendall's tau of each predictor with the accuracy, with p-value and bootstrap interval; the
-    entry named `baseline` is marked as the naive one every score must beat."""
-    y = np.asarray(accuracy, dtype=float)
+    entry named `baseline` is marked as the naive one every score must beat. Pairs where the predictor
+    is None (undefined) are left out; `n` counts the pairs used."""
     out = []
     for name, values in predictors.items():
-        x = np.asarray(values, dtype=float)
-        tau, p = kendall_tau(x.tolist(), y.tolist())
+        keep = [i for i, v in enumerate(values) if v is not None and np.isfinite(v)]
+        x = np.asarray([values[i] for i in keep], dtype=float)
+        y = np.asarray([accuracy[i] for i in keep], dtype=float)
+        tau, p = kendall_tau(x.tolist(), y.tolist()) if len(keep) >= 2 else (float("nan"), float("nan"))
         low, high = tau_interval(x, y, resamples, confidence, seed) if np.isfinite(tau) else (None, None)
         out.append({
             "predictor": name,
@@ -128,6 +132,15 @@ def correlations(
     return out
 
 
+def module_depth(taps: Sequence[str]) -> list[float]:
+    """The depth baseline: each tap's module in network order, 1, 2, ...; the reads of one module share
+    it (a transformer block's `blocks.3:cls` and `blocks.3:patches`: one block, one depth)."""
+    order: dict[str, int] = {}
+    for tap in taps:
+        order.setdefault(tap.split(":")[0], len(order) + 1)
+    return [float(order[tap.split(":")[0]]) for tap in taps]
+
+
 def upper_half(accuracy: Sequence[float]) -> np.ndarray:
     """Positions of the layers at or above the median accuracy: the half where picking a layer matters
     (the other half is told apart by depth alone)."""
@@ -135,14 +148,19 @@ def upper_half(accuracy: Sequence[float]) -> np.ndarray:
     return np.flatnonzero(values >= np.median(values))
 
 
-def picks(predictors: dict[str, Sequence[float]], accuracy: Sequence[float], taps: Sequence[str]) -> list[dict]:
-    """The layer each predictor ranks first (ties: the first in network order) and what it costs against
-    the best layer by test accuracy: the use a score is for, choosing a layer without fitting every one."""
+def picks(predictors: dict[str, Sequence[float | None]], accuracy: Sequence[float], taps: Sequence[str]) -> list[dict]:
+    """The layer each predictor ranks first (ties: the first in network order, for depth the last tap;
+    an undefined score never) and what it costs against the best layer by test accuracy: the use a
+    score is for, choosing a layer without fitting every one."""
     values = np.asarray(accuracy, dtype=float)
     best = float(values.max())
     out = []
     for name, x in predictors.items():
-        i = int(np.argmax(np.asarray(x, dtype=float)))
+        ranked = np.asarray([-np.inf if v is None or not np.isfinite(v) else v for v in x], dtype=float)
+        if not np.isfinite(ranked).any():
+            continue
+        # ties: the first in network order, but for depth the last tap, the one the head reads
+        i = len(ranked) - 1 - int(np.argmax(ranked[::-1])) if name == "depth" else int(np.argmax(ranked))
         out.append({"predictor": name, "tap": taps[i], "accuracy": float(values[i]), "regret": best - float(values[i])})
     return out
 
@@ -155,7 +173,8 @@ def protocol(names: Sequence[str], knn_k: int, knn_temperature: float, resamples
         "knn": {"k": knn_k, "temperature": knn_temperature, "similarity": "cosine", "rows": "leave-one-out"},
         "correlation": "Kendall's tau-b of each score with the probe's test accuracy across the layers "
         "(the full embedding not included), two-sided p-value from scipy.stats.kendalltau",
-        "baseline": "depth: the layer's position in the network (deeper = higher)",
+        "baseline": "depth: the position of the tap's module in the network (deeper = higher; the reads of "
+        "one module, a transformer block's class token and patch mean, share it)",
         "upper_half": "score_correlations_upper: the same tau over the layers at or above the median accuracy",
         "picks": "score_picks: the layer each predictor ranks first, its test accuracy, and the best layer's "
         "accuracy minus it (regret)",

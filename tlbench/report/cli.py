@@ -75,7 +75,10 @@ def parser() -> argparse.ArgumentParser:
         "baseline's (ImageNet top-1; chance 1/classes); written to scores.md and scores.csv in --out",
     )
     p.add_argument(
-        "--resamples", type=_positive_int, default=10000, help="bootstrap resamples for --compare (default 10000)"
+        "--resamples",
+        type=_positive_int,
+        default=10000,
+        help="bootstrap resamples for --compare (default 10000); --scores uses at most 2000",
     )
     p.add_argument(
         "--out",
@@ -175,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.wandb and args.paths:
             raise TlbenchError("give result paths, or --wandb ENTITY/PROJECT (not both)")
+        if args.wandb and args.scores:
+            raise TlbenchError(
+                "--scores reads the layer curves in the runs' results.json files, which --wandb does not fetch: "
+                "give the run directories instead"
+            )
         if args.wandb:
             found = collect_wandb(args.wandb)
         else:
