@@ -244,3 +244,20 @@ def test_cli_fne_run_with_knn(tmp_path):
     assert result["postprocess"]["dtype"] == "int8"  # the FNE inputs reach it as int8
     assert set(result["metrics"]["test"]) >= {"top1", "mean_per_class"}
     assert result["metrics"]["test"]["top1"] >= 2 / 3  # three colour classes
+
+
+def test_a_preset_that_pins_a_linear_classifiers_keys_is_refused_by_name(tmp_path):
+    """protocol=fne_table sets classifier.C and backend; with classifier=knn that is a ConfigError that
+    names the group, the key and where such keys come from, not Hydra's InstantiationException."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from tlbench.cli import config_dir
+    from tlbench.errors import ConfigError
+    from tlbench.run import _build
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["protocol=fne_table", "classifier=knn"])
+    with pytest.raises(ConfigError, match=r"classifier: .*unexpected keyword argument .*preset \(protocol=") as info:
+        _build(instantiate, "classifier", cfg.classifier, metric="top1")
+    assert "--cfg job" in str(info.value)

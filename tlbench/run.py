@@ -205,7 +205,14 @@ def _build(factory: Any, what: str, *args: Any, **kwargs: Any) -> Any:
         cause = exc.__cause__ or exc
         if isinstance(cause, TlbenchError):
             raise cause from None
-        raise ConfigError(f"{what}: {cause}") from exc
+        hint = ""
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            # e.g. classifier=knn under protocol=fne_table, which pins a linear classifier's C
+            hint = (
+                f": a key of {what} that this option does not take, set by an override or a preset "
+                "(protocol=..., +experiment=...); `tlbench <your overrides> --cfg job` shows the composed config"
+            )
+        raise ConfigError(f"{what}: {cause}{hint}") from exc
 
 
 def _missing_values(node: Any, prefix: str = "") -> list[str]:
