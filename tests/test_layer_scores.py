@@ -255,3 +255,24 @@ def test_runner_passes_the_score_settings_and_scores_off_writes_nothing(tmp_path
 def test_a_bare_string_for_scores_is_refused_with_the_list_form():
     with pytest.raises(ConfigError, match=r"must be a list, e.g. \[logme\]"):
         check_analyses({"layer_curve": {"scores": "logme"}}, ["a", "b"], "fne", few_shot_run=False, c_auto_kfold=False)
+
+
+def test_an_undefined_score_is_a_gap_in_the_figure_and_absent_from_the_scalars(tmp_path):
+    from tlbench.analysis.plots import plot_layer_scores, score_series
+    from tlbench.analysis.transferability import score_summary
+    from tlbench.tracking.loggers import analysis_scalars
+
+    taps = ["blocks.0:patches", "blocks.0:cls", "blocks.1:patches", "blocks.1:cls"]
+    logme = [None, 0.1, 0.3, 0.2]
+    layers = [
+        {"kind": "layer", "depth": i + 1, "tap": t, "test": {"top1": a}, "scores": {"logme": s}}
+        for i, (t, a, s) in enumerate(zip(taps, [0.5, 0.6, 0.9, 0.8], logme, strict=True))
+    ]
+    full = {"kind": "full", "tap": "all", "test": {"top1": 0.9}, "scores": {"logme": None}}
+    record = {"metric": "top1", "rows": [*layers, full], **score_summary(layers, "top1", ["logme"], resamples=50)}
+    series = score_series(record)
+    assert series["depth"]["x"] == [1.0, 1.0, 2.0, 2.0]  # as the baseline ranks them: blocks, not reads
+    assert np.isnan(series["logme"]["x"][0]) and series["logme"]["x"][1:] == [0.1, 0.3, 0.2]
+    assert plot_layer_scores(record, tmp_path / "s.png").is_file()
+    scalars = analysis_scalars({"layer_curve": record})
+    assert "analysis/score/logme" not in scalars and "analysis/kendall_tau/logme" in scalars

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tlbench.analysis.probe import ProbeResult, columns_of, columnwise, fit_probe
-from tlbench.analysis.transferability import correlations, layer_scores, module_depth, picks, upper_half
+from tlbench.analysis.transferability import layer_scores, score_summary
 from tlbench.analysis.transferability import protocol as score_protocol
 from tlbench.embedding.postprocess import FeaturePostprocess
 from tlbench.embedding.store import FeatureSet
@@ -117,24 +117,7 @@ def layer_curve(
     score_s += time.perf_counter() - t
     rows.append(row("full", None, f"all {len(taps)} layers", features["train"].dim, whole, whole_values))
     layers = [r for r in rows if r["kind"] == "layer"]
-    accuracy = [r["test"][metric] for r in layers]
-    predictors = {"depth": module_depth([r["tap"] for r in layers])}
-    predictors.update({name: [r["scores"][name] for r in layers] for name in scores})
-    tau = correlations(predictors, accuracy, "depth", resamples, confidence, seed) if scores else []
-    upper = upper_half(accuracy)
-    tau_upper = (
-        correlations(
-            {k: [v[i] for i in upper] for k, v in predictors.items()},
-            [accuracy[i] for i in upper],
-            "depth",
-            resamples,
-            confidence,
-            seed,
-        )
-        if scores
-        else []
-    )
-    chosen = picks(predictors, accuracy, [r["tap"] for r in layers]) if scores else []
+    summary = score_summary(layers, metric, scores, resamples, confidence, seed) if scores else {}
 
     best = max(range(len(taps)), key=lambda i: per_layer[i].metrics["test"][metric])
     last = len(taps) - 1
@@ -149,7 +132,7 @@ def layer_curve(
         "last_tap": taps[last][0],
         "best_tap": taps[best][0],
         "comparisons": comparisons,
-        **({"score_correlations": tau, "score_correlations_upper": tau_upper, "score_picks": chosen} if scores else {}),
+        **summary,
         "protocol": {
             "features": f"one extraction of {len(taps)} taps ({features['train'].dim} columns); "
             "a layer is its tap's columns",

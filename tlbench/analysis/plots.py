@@ -85,13 +85,17 @@ def few_shot_series(record: Mapping[str, Any]) -> dict[str, dict[str, list]]:
 def score_series(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """What plot_layer_scores draws: per predictor (depth, then each score) the layers' values `x`,
     their test accuracy `y` in percent, tap names, and Kendall's tau with its interval and p-value."""
+    from tlbench.analysis.transferability import module_depth
+
     metric = record.get("metric", "top1")
     layers = sorted((r for r in record.get("rows", []) if r.get("kind") == "layer"), key=lambda r: r["depth"])
+    depth = module_depth([str(r.get("tap", "")) for r in layers])  # as the baseline ranks them
     out: dict[str, dict[str, Any]] = {}
     upper = {c["predictor"]: c.get("kendall_tau") for c in record.get("score_correlations_upper", [])}
     for c in record.get("score_correlations", []):
         name = c["predictor"]
-        x = [float(r["depth"]) if name == "depth" else float(r["scores"][name]) for r in layers]
+        # an undefined score (None) is a gap: NaN, which matplotlib leaves out
+        x = depth if name == "depth" else [math.nan if r["scores"][name] is None else r["scores"][name] for r in layers]
         out[name] = {
             "x": x,
             "y": [_pct(r["test"][metric]) for r in layers],

@@ -15,6 +15,7 @@ from tlbench.analysis.few_shot import check_method_names, few_shot_curve, resolv
 from tlbench.analysis.layer_curve import layer_curve
 from tlbench.analysis.probe import ProbeResult
 from tlbench.analysis.transferability import check_scores
+from tlbench.classifiers.knn import DEFAULT_K, DEFAULT_TEMPERATURE
 from tlbench.embedding.store import FeatureSet
 from tlbench.errors import ConfigError
 
@@ -77,12 +78,17 @@ def check_layer_scores(layer_curve: dict[str, Any]) -> None:
         check_scores(scores)
     except ValueError as exc:
         raise ConfigError(f"analysis.layer_curve.scores: {exc} (or [] for none)") from None
-    knn = layer_curve.get("knn") or {}
-    k, temperature = knn.get("k", 20), knn.get("temperature", 0.07)
+    k, temperature = _knn_settings(layer_curve)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"analysis.layer_curve.knn.k must be a whole number >= 1, got {k!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature <= 0:
         raise ConfigError(f"analysis.layer_curve.knn.temperature must be > 0, got {temperature!r}")
+
+
+def _knn_settings(layer_curve: dict[str, Any]) -> tuple[Any, Any]:
+    """analysis.layer_curve.knn's k and temperature, DINO's 20 and 0.07 where unset (as knn.py)."""
+    knn = layer_curve.get("knn") or {}
+    return knn.get("k", DEFAULT_K), knn.get("temperature", DEFAULT_TEMPERATURE)
 
 
 def run_analyses(
@@ -106,6 +112,7 @@ def run_analyses(
     out = run_dir / ANALYSIS_DIR
     if "layer_curve" in settings:
         s = settings["layer_curve"]
+        k, temperature = _knn_settings(s)
         record = layer_curve(
             features,
             inputs,
@@ -118,8 +125,8 @@ def run_analyses(
             resamples=int(s.get("resamples", 1000)),
             confidence=float(s.get("confidence", 0.95)),
             scores=check_scores(s.get("scores") or []),
-            knn_k=int((s.get("knn") or {}).get("k", 20)),
-            knn_temperature=float((s.get("knn") or {}).get("temperature", 0.07)),
+            knn_k=int(k),
+            knn_temperature=float(temperature),
         )
         records["layer_curve"] = {**describe, **record}
         write_rows_csv(record["rows"], out / "layer_curve.csv")

@@ -118,7 +118,7 @@ def correlations(
         keep = [i for i, v in enumerate(values) if v is not None and np.isfinite(v)]
         x = np.asarray([values[i] for i in keep], dtype=float)
         y = np.asarray([accuracy[i] for i in keep], dtype=float)
-        tau, p = kendall_tau(x.tolist(), y.tolist()) if len(keep) >= 2 else (float("nan"), float("nan"))
+        tau, p = kendall_tau(x.tolist(), y.tolist())
         low, high = tau_interval(x, y, resamples, confidence, seed) if np.isfinite(tau) else (None, None)
         out.append({
             "predictor": name,
@@ -130,6 +130,36 @@ def correlations(
             "high": high,
         })  # fmt: skip
     return out
+
+
+def score_summary(
+    layers: Sequence[dict[str, Any]],
+    metric: str,
+    names: Sequence[str],
+    resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What the layer curve records of its layer rows' `scores`: each score's Kendall tau with the test
+    accuracy beside the depth baseline's, over all layers (`score_correlations`) and over the upper half
+    (`score_correlations_upper`), and each predictor's first-ranked layer (`score_picks`)."""
+    accuracy = [r["test"][metric] for r in layers]
+    taps = [r["tap"] for r in layers]
+    predictors: dict[str, list[float | None]] = {"depth": list(module_depth(taps))}
+    predictors.update({name: [r["scores"][name] for r in layers] for name in names})
+    upper = upper_half(accuracy)
+    return {
+        "score_correlations": correlations(predictors, accuracy, "depth", resamples, confidence, seed),
+        "score_correlations_upper": correlations(
+            {k: [v[i] for i in upper] for k, v in predictors.items()},
+            [accuracy[i] for i in upper],
+            "depth",
+            resamples,
+            confidence,
+            seed,
+        ),
+        "score_picks": picks(predictors, accuracy, taps),
+    }
 
 
 def module_depth(taps: Sequence[str]) -> list[float]:

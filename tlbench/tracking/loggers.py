@@ -78,7 +78,8 @@ def analysis_scalars(analyses: Mapping[str, Any]) -> dict[str, Any]:
         if full is not None:
             out[f"analysis/fne_{metric}"] = float(full["test"][metric])
             for name, value in (full.get("scores") or {}).items():
-                out[f"analysis/score/{name}"] = float(value)
+                if value is not None:  # None: undefined for these inputs
+                    out[f"analysis/score/{name}"] = float(value)
         for c in curve.get("score_correlations", []):
             if c.get("kendall_tau") is not None:
                 out[f"analysis/kendall_tau/{c['predictor']}"] = float(c["kendall_tau"])
